@@ -1,0 +1,50 @@
+// A node of the define-by-run graph: the op that made a tensor, its inputs and its backward.
+#pragma once
+#include <functional>
+#include <vector>
+
+#include "ops/op_ids.h"
+#include "tensor/tensor.h"
+
+namespace attn {
+
+// Maps dL/d(output) to dL/d(input) for each input (same order; an undefined Tensor for an
+// input that needs no gradient). Runs with grad mode off.
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out)>;
+
+struct Node {
+  OpId op;
+  std::vector<Tensor> inputs;  // undefined where the input needs no grad
+  BackwardFn backward;
+  bool released = false;  // saved tensors freed after a backward without retain_graph
+};
+
+namespace autograd {
+
+// Grad mode is per thread; NoGradGuard turns recording off for its scope.
+bool grad_enabled();
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// True when an op over these inputs would be recorded.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+bool needs_grad(const std::vector<Tensor>& inputs);
+
+// Attaches a node to `out` when grad mode is on and some input requires grad; returns `out`.
+// The backward closure must not capture `out` itself (that would be a reference cycle):
+// capture out.detach() when the backward needs the output's values.
+Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backward);
+
+}  // namespace autograd
+
+using autograd::NoGradGuard;
+
+}  // namespace attn

@@ -1,0 +1,91 @@
+// The fused attention op: shape checks and autograd around backend/cpu/attention_cpu.
+#include <cmath>
+
+#include "backend/cpu/attention_cpu.h"
+#include "ops/attention_internal.h"
+#include "ops/op_util.h"
+#include "ops/ops.h"
+
+namespace attn {
+
+const char* variant_name(AttentionVariant v) {
+  switch (v) {
+    case AttentionVariant::Softmax: return "softmax";
+    case AttentionVariant::Sigmoid: return "sigmoid";
+    case AttentionVariant::Softmax1: return "softmax1";
+  }
+  return "?";
+}
+
+AttentionVariant parse_variant(const std::string& name) {
+  if (name == "softmax") return AttentionVariant::Softmax;
+  if (name == "sigmoid") return AttentionVariant::Sigmoid;
+  if (name == "softmax1" || name == "softmax_1") return AttentionVariant::Softmax1;
+  throw std::invalid_argument("unknown attention variant '" + name +
+                              "' (expected softmax, sigmoid or softmax1)");
+}
+
+AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
+                              const AttentionSpec& spec) {
+  check_same_kind(q, k, "attention");
+  check_same_kind(q, v, "attention");
+  if (q.dim() != 4 || k.dim() != 4 || k.shape() != v.shape() || q.size(0) != k.size(0) ||
+      q.size(1) != k.size(1) || q.size(3) != k.size(3))
+    throw std::invalid_argument("attention: need q [B, H, N, D] and k, v [B, H, M, D], got " +
+                                shape_str(q.shape()) + ", " + shape_str(k.shape()) + ", " +
+                                shape_str(v.shape()));
+  AttnDims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3),
+             spec.scale != 0 ? spec.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)))};
+  if (!spec.key_padding_lengths.empty() &&
+      static_cast<int64_t>(spec.key_padding_lengths.size()) != d.B)
+    throw std::invalid_argument("attention: key_padding_lengths has " +
+                                std::to_string(spec.key_padding_lengths.size()) +
+                                " entries for batch " + std::to_string(d.B));
+  if (!spec.alibi_slopes.empty() && static_cast<int64_t>(spec.alibi_slopes.size()) != d.H)
+    throw std::invalid_argument("attention: alibi_slopes has " +
+                                std::to_string(spec.alibi_slopes.size()) + " entries for " +
+                                std::to_string(d.H) + " heads");
+  return d;
+}
+
+namespace {
+
+cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec) {
+  cpu::AttnKind kind = spec.variant == AttentionVariant::Softmax   ? cpu::AttnKind::Softmax
+                       : spec.variant == AttentionVariant::Sigmoid ? cpu::AttnKind::Sigmoid
+                                                                   : cpu::AttnKind::Softmax1;
+  return {d.B, d.H, d.N, d.M, d.D, kind, d.scale, spec.sigmoid_bias, spec.causal,
+          spec.key_padding_lengths.empty() ? nullptr : spec.key_padding_lengths.data(),
+          spec.alibi_slopes.empty() ? nullptr : spec.alibi_slopes.data()};
+}
+
+}  // namespace
+
+AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
+  AttnDims d = check_attention_args(q, k, v, spec);
+  check_cpu(q, "attention");
+  bool has_lse = spec.variant != AttentionVariant::Sigmoid;
+  Tensor o = Tensor::empty(q.shape(), q.dtype());
+  Tensor lse = has_lse ? Tensor::empty({d.B, d.H, d.N}, q.dtype()) : Tensor();
+  dispatch_float(q.dtype(), "attention", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::attention_forward<T>(cpu_shape(d, spec), q.data<T>(), k.data<T>(), v.data<T>(),
+                              o.data<T>(), has_lse ? lse.data<T>() : nullptr);
+  });
+  Tensor out = autograd::record(
+      OpId::Attention, o, {q, k, v},
+      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), lse, d, spec](const Tensor& g) {
+        Tensor dq = Tensor::empty(qd.shape(), qd.dtype()), dk = Tensor::empty(kd.shape(), kd.dtype()),
+               dv = Tensor::empty(vd.shape(), vd.dtype());
+        dispatch_float(qd.dtype(), "attention backward", [&](auto tag) {
+          using T = decltype(tag);
+          cpu::attention_backward<T>(cpu_shape(d, spec), qd.data<T>(), kd.data<T>(), vd.data<T>(),
+                                     od.data<T>(), lse.defined() ? lse.data<T>() : nullptr,
+                                     g.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
+        });
+        return std::vector<Tensor>{dq, dk, dv};
+      });
+  return {out, lse};
+}
+
+}  // namespace attn

@@ -1,0 +1,109 @@
+// Differentiable ops. Each is recorded in the autograd graph when grad mode is on and an input
+// requires grad. CPU: f32 and f64. Shapes follow NumPy broadcasting where stated.
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace attn {
+
+// ---- matmul.cpp -------------------------------------------------------------------------
+// op(a) · op(b), op = transpose of the last two dims when the flag is set.
+// a: [..., M, K], b: [K, N] (shared across a's batch) or [..., K, N] with a's batch dims.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- elementwise.cpp --------------------------------------------------------------------
+// Binary ops broadcast NumPy-style (row, column and scalar operands included).
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor pow(const Tensor& x, double exponent);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);  // tanh approximation (GPT-2)
+Tensor silu(const Tensor& x);
+
+// ---- reduce.cpp -------------------------------------------------------------------------
+Tensor sum(const Tensor& x);  // all elements -> 0-d
+Tensor sum(const Tensor& x, int64_t axis, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t axis, bool keepdim = false);
+// Max over an axis; the gradient flows to the first maximal element.
+Tensor max(const Tensor& x, int64_t axis, bool keepdim = false);
+
+// ---- softmax.cpp (last axis) ------------------------------------------------------------
+// A row whose entries are all -inf gives all zeros (not NaN), so fully masked rows are safe.
+Tensor softmax(const Tensor& x);
+Tensor log_softmax(const Tensor& x);
+
+// ---- loss.cpp ---------------------------------------------------------------------------
+// Mean over non-ignored rows of -log softmax(logits)[target]; logits [N, C], targets [N]
+// (i32/i64). Fused and stable (log-sum-exp). Returns 0 when every row is ignored.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+
+// ---- norm.cpp (last axis) ---------------------------------------------------------------
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+
+// ---- embedding.cpp ----------------------------------------------------------------------
+// weight [V, D], ids [...] (i32/i64) -> [..., D]; gradient scatter-added into weight rows.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+
+// ---- shape.cpp --------------------------------------------------------------------------
+Tensor reshape(const Tensor& x, Shape shape);  // a view; one -1 is inferred
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis);
+
+// ---- dropout.cpp ------------------------------------------------------------------------
+// Zeroes each element with probability p and scales the rest by 1/(1-p). The keep mask is
+// Philox(gen.seed, offset + i): the same on every device. Identity when !training or p == 0.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+
+// ---- select.cpp -------------------------------------------------------------------------
+// cond, a, b of one shape; cond is any dtype, non-zero = true.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// x with `value` where mask (same shape, non-zero = true).
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+
+// ---- attention.cpp / attention_composed.cpp ---------------------------------------------
+enum class AttentionVariant { Softmax, Sigmoid, Softmax1 };
+const char* variant_name(AttentionVariant v);
+AttentionVariant parse_variant(const std::string& name);  // softmax | sigmoid | softmax1
+
+struct AttentionSpec {
+  AttentionVariant variant = AttentionVariant::Softmax;
+  double scale = 0;          // 0 means 1/sqrt(head_dim)
+  double sigmoid_bias = 0;   // b in sigmoid(s·qk + b); use -log(n_train)
+  bool causal = false;       // key j visible to query i when j <= i + (M - N)
+  std::vector<int64_t> key_padding_lengths;  // per batch: keys >= length are masked; empty = none
+  std::vector<double> alibi_slopes;          // per head: adds -slope·|i + (M - N) - j|; empty = none
+};
+
+struct AttentionOut {
+  Tensor out;  // [B, H, N, D]
+  Tensor lse;  // [B, H, N] f32/f64 log-sum-exp per row (softmax family; undefined for sigmoid)
+};
+
+// Fused attention. q [B, H, N, D], k and v [B, H, M, D]. The forward tiles over keys with an
+// online max/sum; the backward recomputes P tile by tile: no N x M tensor is ever kept.
+// A query row with no visible key gives O = 0.
+AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec);
+
+// The same maths from primitive ops (materialises P; for tests and small sizes).
+Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const AttentionSpec& spec);
+
+}  // namespace attn

@@ -1,0 +1,31 @@
+// A flat, reference-counted byte buffer on one device.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "tensor/dtype.h"
+
+namespace attn {
+
+class Storage {
+ public:
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_;
+};
+
+// Copy bytes between any two devices (host<->device, device<->device).
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+
+}  // namespace attn
