@@ -1,1 +1,305 @@
+// Every op's forward against a naive loop reference, on random shapes including odd sizes.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "ops/op_util.h"
+#include "test_util.h"
+
+using namespace attn;
+using attn::testing::all_close;
+using attn::testing::ids_tensor;
+using attn::testing::rand_tensor;
+
+namespace {
+
+constexpr double kTol = 1e-12;  // f64 against f64 loops: only summation order differs
+
+Shape random_shape(std::mt19937& rng, int dims, int max_size = 9) {
+  Shape s(dims);
+  for (auto& d : s) d = std::uniform_int_distribution<int>(1, max_size)(rng);
+  return s;
+}
+
+std::vector<int64_t> strides_of(const Shape& s) {
+  std::vector<int64_t> st(s.size());
+  for (int64_t i = static_cast<int64_t>(s.size()) - 1, acc = 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+// Multi-index of flat position i in shape s.
+std::vector<int64_t> unravel(int64_t i, const Shape& s) {
+  std::vector<int64_t> idx(s.size());
+  for (int64_t k = static_cast<int64_t>(s.size()) - 1; k >= 0; --k) {
+    idx[k] = i % s[k];
+    i /= s[k];
+  }
+  return idx;
+}
+
+}  // namespace
+
+TEST(Forward, MatmulAllTransposesAndBatches) {
+  std::mt19937 rng(1);
+  for (int trial = 0; trial < 12; ++trial) {
+    int64_t B = trial % 3 + 1, M = rng() % 9 + 1, K = rng() % 9 + 1, N = rng() % 9 + 1;
+    bool ta = trial & 1, tb = trial & 2;
+    Tensor a = rand_tensor(ta ? Shape{B, K, M} : Shape{B, M, K}, trial);
+    Tensor b = rand_tensor(tb ? Shape{B, N, K} : Shape{B, K, N}, trial + 100);
+    Tensor c = matmul(a, b, ta, tb);
+    std::vector<double> va = a.to_vector(), vb = b.to_vector(), ref(B * M * N, 0.0);
+    for (int64_t z = 0; z < B; ++z)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j)
+          for (int64_t k = 0; k < K; ++k)
+            ref[(z * M + i) * N + j] += va[z * M * K + (ta ? k * M + i : i * K + k)] *
+                                        vb[z * K * N + (tb ? j * K + k : k * N + j)];
+    EXPECT_TRUE(all_close(c, from_vector(ref, {B, M, N}, {DType::F64}), kTol, kTol)) << trial;
+  }
+  // A shared 2-D B under a batched A equals the per-batch products.
+  Tensor a = rand_tensor({3, 2, 5}, 7), b = rand_tensor({5, 4}, 8);
+  Tensor c = matmul(a, b);
+  for (int64_t z = 0; z < 3; ++z)
+    EXPECT_TRUE(all_close(slice(c, 0, z, z + 1), reshape(matmul(reshape(slice(a, 0, z, z + 1), {2, 5}), b), {1, 2, 4}), kTol, kTol));
+  EXPECT_THROW(matmul(rand_tensor({2, 3}, 1), rand_tensor({4, 2}, 2)), std::invalid_argument);
+}
+
+TEST(Forward, BinaryOpsBroadcast) {
+  std::vector<std::pair<Shape, Shape>> cases = {{{3, 5}, {3, 5}}, {{3, 5}, {5}},  {{3, 5}, {3, 1}},
+                                                {{2, 3, 5}, {}},  {{}, {2, 3}},   {{2, 1, 5}, {3, 1}},
+                                                {{1}, {4, 1, 3}}, {{7, 1, 1}, {1, 2, 3}}};
+  for (auto& [sa, sb] : cases) {
+    Tensor a = rand_tensor(sa, 1), b = rand_tensor(sb, 2, 0.5, 2);
+    std::vector<double> va = a.to_vector(), vb = b.to_vector();
+    Shape so = broadcast_shapes(sa, sb, "test");
+    int64_t n = shape_numel(so);
+    for (int op = 0; op < 4; ++op) {
+      std::vector<double> ref(n);
+      for (int64_t i = 0; i < n; ++i) {
+        std::vector<int64_t> idx = unravel(i, so);
+        auto at = [&](const Shape& s) {  // flat index into an operand, broadcast dims pinned to 0
+          int64_t f = 0;
+          auto st = strides_of(s);
+          for (size_t k = 0; k < s.size(); ++k) f += (s[k] == 1 ? 0 : idx[idx.size() - s.size() + k]) * st[k];
+          return f;
+        };
+        double x = va[at(sa)], y = vb[at(sb)];
+        ref[i] = op == 0 ? x + y : op == 1 ? x - y : op == 2 ? x * y : x / y;
+      }
+      Tensor got = op == 0 ? add(a, b) : op == 1 ? sub(a, b) : op == 2 ? mul(a, b) : div(a, b);
+      EXPECT_TRUE(all_close(got, from_vector(ref, so, {DType::F64}), kTol, kTol))
+          << shape_str(sa) << " op " << op << " " << shape_str(sb);
+    }
+  }
+  EXPECT_THROW(add(rand_tensor({3, 4}, 1), rand_tensor({3}, 2)), std::invalid_argument);
+  EXPECT_THROW(add(rand_tensor({3}, 1), rand_tensor({3}, 2, 0, 1, DType::F32)), std::invalid_argument);
+}
+
+TEST(Forward, UnaryOpsMatchTheScalarFormulas) {
+  Tensor x = rand_tensor({5, 7}, 3, 0.1, 3);
+  Tensor xs = add(x, -1.5);  // signed inputs for the activations
+  std::vector<double> v = x.to_vector(), s = xs.to_vector();
+  auto check = [&](const Tensor& got, const std::vector<double>& in, double (*f)(double), const char* name) {
+    std::vector<double> ref(in.size());
+    for (size_t i = 0; i < in.size(); ++i) ref[i] = f(in[i]);
+    EXPECT_TRUE(all_close(got, from_vector(ref, x.shape(), {DType::F64}), 1e-15, 1e-14)) << name;
+  };
+  check(neg(x), v, [](double a) { return -a; }, "neg");
+  check(exp(x), v, [](double a) { return std::exp(a); }, "exp");
+  check(log(x), v, [](double a) { return std::log(a); }, "log");
+  check(sqrt(x), v, [](double a) { return std::sqrt(a); }, "sqrt");
+  check(rsqrt(x), v, [](double a) { return 1 / std::sqrt(a); }, "rsqrt");
+  check(pow(x, 2.5), v, [](double a) { return std::pow(a, 2.5); }, "pow");
+  check(tanh(xs), s, [](double a) { return std::tanh(a); }, "tanh");
+  check(sigmoid(xs), s, [](double a) { return 1 / (1 + std::exp(-a)); }, "sigmoid");
+  check(relu(xs), s, [](double a) { return a > 0 ? a : 0.0; }, "relu");
+  check(gelu(xs), s, [](double a) { return 0.5 * a * (1 + std::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a * a * a))); }, "gelu");
+  check(silu(xs), s, [](double a) { return a / (1 + std::exp(-a)); }, "silu");
+  // sigmoid saturates without NaN at huge magnitudes
+  std::vector<double> big = sigmoid(from_vector({-1000, 1000}, {2}, {DType::F32})).to_vector();
+  EXPECT_EQ(big, (std::vector<double>{0.0, 1.0}));
+}
+
+TEST(Forward, ReductionsOverEveryAxis) {
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 6; ++trial) {
+    Shape s = random_shape(rng, 3);
+    Tensor x = rand_tensor(s, trial);
+    std::vector<double> v = x.to_vector();
+    for (int64_t axis = 0; axis < 3; ++axis) {
+      Shape so = s;
+      so[axis] = 1;
+      std::vector<double> rs(shape_numel(so), 0.0), rm(shape_numel(so), -INFINITY);
+      auto st = strides_of(so);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        auto idx = unravel(i, s);
+        idx[axis] = 0;
+        int64_t o = idx[0] * st[0] + idx[1] * st[1] + idx[2] * st[2];
+        rs[o] += v[i];
+        rm[o] = std::max(rm[o], v[i]);
+      }
+      std::vector<double> rmean = rs;
+      for (double& m : rmean) m /= s[axis];
+      EXPECT_TRUE(all_close(sum(x, axis, true), from_vector(rs, so, {DType::F64}), kTol, kTol));
+      EXPECT_TRUE(all_close(mean(x, axis, true), from_vector(rmean, so, {DType::F64}), kTol, kTol));
+      EXPECT_TRUE(all_close(max(x, axis, true), from_vector(rm, so, {DType::F64}), 0, 0));
+      Shape dropped = s;
+      dropped.erase(dropped.begin() + axis);
+      EXPECT_EQ(sum(x, axis).shape(), dropped);
+    }
+    double total = 0;
+    for (double a : v) total += a;
+    EXPECT_NEAR(sum(x).item(), total, 1e-12);
+    EXPECT_NEAR(mean(x).item(), total / v.size(), 1e-12);
+  }
+}
+
+TEST(Forward, SoftmaxAndLogSoftmaxRows) {
+  Tensor x = mul(rand_tensor({4, 9}, 5), 20.0);  // wide range: exercises the max shift
+  std::vector<double> v = x.to_vector(), p(v.size()), lp(v.size());
+  for (int r = 0; r < 4; ++r) {
+    double m = -INFINITY, s = 0;
+    for (int j = 0; j < 9; ++j) m = std::max(m, v[r * 9 + j]);
+    for (int j = 0; j < 9; ++j) s += std::exp(v[r * 9 + j] - m);
+    for (int j = 0; j < 9; ++j) {
+      p[r * 9 + j] = std::exp(v[r * 9 + j] - m) / s;
+      lp[r * 9 + j] = v[r * 9 + j] - m - std::log(s);
+    }
+  }
+  EXPECT_TRUE(all_close(softmax(x), from_vector(p, {4, 9}, {DType::F64}), 1e-15, 1e-13));
+  EXPECT_TRUE(all_close(log_softmax(x), from_vector(lp, {4, 9}, {DType::F64}), 1e-13, 1e-13));
+  // A fully masked row is all zeros, not NaN.
+  double ninf = -std::numeric_limits<double>::infinity();
+  EXPECT_EQ(softmax(from_vector({ninf, ninf, 0, 1}, {2, 2}, {DType::F64})).to_vector()[0], 0.0);
+  EXPECT_FALSE(std::isnan(softmax(from_vector({ninf, ninf}, {1, 2}, {DType::F32})).to_vector()[1]));
+}
+
+TEST(Forward, CrossEntropyWithIgnoreIndex) {
+  Tensor logits = mul(rand_tensor({6, 5}, 6), 4.0);
+  std::vector<int64_t> t = {0, 4, -100, 2, 2, -100};
+  std::vector<double> v = logits.to_vector();
+  double total = 0;
+  int valid = 0;
+  for (int r = 0; r < 6; ++r) {
+    if (t[r] == -100) continue;
+    double s = 0;
+    for (int c = 0; c < 5; ++c) s += std::exp(v[r * 5 + c]);
+    total += std::log(s) - v[r * 5 + t[r]];
+    ++valid;
+  }
+  EXPECT_NEAR(cross_entropy(logits, ids_tensor(t, {6})).item(), total / valid, 1e-12);
+  EXPECT_NEAR(cross_entropy(logits, ids_tensor(t, {6}, DType::I32)).item(), total / valid, 1e-12);
+  // Stable at extreme logits (a naive exp would overflow).
+  Tensor huge = from_vector({1000, 0, -1000, 1000}, {2, 2}, {DType::F32});
+  EXPECT_NEAR(cross_entropy(huge, ids_tensor({1, 0}, {2})).item(), (1000 + 2000) / 2.0, 1e-3);
+  EXPECT_EQ(cross_entropy(logits, ids_tensor(std::vector<int64_t>(6, -100), {6})).item(), 0.0);
+  EXPECT_THROW(cross_entropy(logits, ids_tensor({0, 5, 0, 0, 0, 0}, {6})), std::out_of_range);
+}
+
+TEST(Forward, LayerNormAndRmsNorm) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 4; ++trial) {
+    Shape s = random_shape(rng, 2, 13);
+    int64_t D = s[1];
+    Tensor x = add(mul(rand_tensor(s, trial), 3.0), 2.0), w = rand_tensor({D}, 50 + trial), b = rand_tensor({D}, 80 + trial);
+    std::vector<double> v = x.to_vector(), vw = w.to_vector(), vb = b.to_vector(), ln(v.size()), rms(v.size());
+    for (int64_t r = 0; r < s[0]; ++r) {
+      double mu = 0, var = 0, ms = 0;
+      for (int64_t j = 0; j < D; ++j) mu += v[r * D + j] / D;
+      for (int64_t j = 0; j < D; ++j) {
+        var += (v[r * D + j] - mu) * (v[r * D + j] - mu) / D;
+        ms += v[r * D + j] * v[r * D + j] / D;
+      }
+      for (int64_t j = 0; j < D; ++j) {
+        ln[r * D + j] = (v[r * D + j] - mu) / std::sqrt(var + 1e-5) * vw[j] + vb[j];
+        rms[r * D + j] = v[r * D + j] / std::sqrt(ms + 1e-6) * vw[j];
+      }
+    }
+    EXPECT_TRUE(all_close(layer_norm(x, w, b), from_vector(ln, s, {DType::F64}), 1e-12, 1e-12));
+    EXPECT_TRUE(all_close(rms_norm(x, w), from_vector(rms, s, {DType::F64}), 1e-12, 1e-12));
+  }
+  EXPECT_THROW(layer_norm(rand_tensor({2, 4}, 1), rand_tensor({3}, 2), rand_tensor({3}, 3)), std::invalid_argument);
+}
+
+TEST(Forward, EmbeddingGathersRows) {
+  Tensor w = rand_tensor({7, 3}, 9);
+  std::vector<int64_t> ids = {6, 0, 3, 3};
+  Tensor out = embedding(w, ids_tensor(ids, {2, 2}, DType::I32));
+  EXPECT_EQ(out.shape(), (Shape{2, 2, 3}));
+  std::vector<double> vw = w.to_vector(), vo = out.to_vector();
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(vo[i * 3 + j], vw[ids[i] * 3 + j]);
+  EXPECT_THROW(embedding(w, ids_tensor({7}, {1})), std::out_of_range);
+  EXPECT_THROW(embedding(w, ids_tensor({-1}, {1})), std::out_of_range);
+}
+
+TEST(Forward, PermuteConcatSliceSplit) {
+  std::mt19937 rng(11);
+  Shape s = random_shape(rng, 4, 5);
+  Tensor x = rand_tensor(s, 12);
+  std::vector<int64_t> dims = {2, 0, 3, 1};
+  Tensor p = permute(x, dims);
+  std::vector<double> v = x.to_vector(), vp = p.to_vector();
+  auto st = strides_of(s);
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    auto idx = unravel(i, p.shape());
+    int64_t src = 0;
+    for (int k = 0; k < 4; ++k) src += idx[k] * st[dims[k]];
+    ASSERT_EQ(vp[i], v[src]);
+  }
+  EXPECT_TRUE(all_close(transpose(transpose(x, 1, 3), 1, 3), x, 0, 0));
+  // concat then split is the identity, on every axis
+  for (int64_t axis = 0; axis < 4; ++axis) {
+    Shape s2 = s;
+    s2[axis] = 2;
+    Tensor y = rand_tensor(s2, 13);
+    Tensor c = concat({x, y}, axis);
+    EXPECT_EQ(c.size(axis), s[axis] + 2);
+    auto parts = split(c, {s[axis], 2}, axis);
+    EXPECT_TRUE(all_close(parts[0], x, 0, 0));
+    EXPECT_TRUE(all_close(parts[1], y, 0, 0));
+  }
+  // slice against the index definition
+  Tensor m = rand_tensor({4, 6}, 14);
+  std::vector<double> vm = m.to_vector(), vs = slice(m, 1, 1, 4).to_vector();
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(vs[r * 3 + c], vm[r * 6 + c + 1]);
+  EXPECT_THROW(slice(m, 1, 2, 7), std::out_of_range);
+  EXPECT_THROW(permute(m, {0, 0}), std::invalid_argument);
+  EXPECT_THROW(split(m, {2, 3}, 1), std::invalid_argument);
+}
+
+TEST(Forward, DropoutIsSeededAndScaled) {
+  Tensor x = ones({100000}, {DType::F64});
+  Generator g1(5), g2(5);
+  std::vector<double> a = dropout(x, 0.25, true, g1).to_vector();
+  std::vector<double> b = dropout(x, 0.25, true, g2).to_vector();
+  std::vector<double> c = dropout(x, 0.25, true, g1).to_vector();  // next counters: a new mask
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  int64_t zeros_seen = 0;
+  for (double v : a) {
+    if (v == 0) ++zeros_seen;
+    else ASSERT_NEAR(v, 1 / 0.75, 1e-15);
+  }
+  EXPECT_NEAR(zeros_seen / 100000.0, 0.25, 0.005);  // 3.6 standard errors
+  EXPECT_TRUE(dropout(x, 0.25, false, g1).same(x));
+  EXPECT_THROW(dropout(x, 1.0, true, g1), std::invalid_argument);
+}
+
+TEST(Forward, WhereAndMaskedFill) {
+  Tensor a = rand_tensor({2, 3}, 1), b = rand_tensor({2, 3}, 2);
+  Tensor cond = ids_tensor({1, 0, 0, 1, 0, 1}, {2, 3}, DType::I32);
+  std::vector<double> va = a.to_vector(), vb = b.to_vector(), vw = where(cond, a, b).to_vector(),
+                      vm = masked_fill(a, cond, 9.0).to_vector(), vc = cond.to_vector();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(vw[i], vc[i] ? va[i] : vb[i]);
+    EXPECT_EQ(vm[i], vc[i] ? 9.0 : va[i]);
+  }
+  EXPECT_THROW(where(ids_tensor({1}, {1}), a, b), std::invalid_argument);
+}

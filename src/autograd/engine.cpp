@@ -12,10 +12,12 @@ namespace {
 thread_local bool g_grad_enabled = true;
 
 // Post-order DFS (iterative: graphs of deep models overflow a recursive one), reversed.
-std::vector<TensorImpl*> reverse_topological(TensorImpl* root) {
-  std::vector<TensorImpl*> order;
-  std::unordered_set<TensorImpl*> seen{root};
-  std::vector<std::pair<TensorImpl*, size_t>> stack{{root, 0}};
+// Holds strong references: releasing a node's inputs during backward may drop the last owner
+// of a tensor that is still waiting in the order.
+std::vector<std::shared_ptr<TensorImpl>> reverse_topological(const std::shared_ptr<TensorImpl>& root) {
+  std::vector<std::shared_ptr<TensorImpl>> order;
+  std::unordered_set<TensorImpl*> seen{root.get()};
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack{{root, 0}};
   while (!stack.empty()) {
     auto& [t, next] = stack.back();
     Node* node = t->grad_fn.get();
@@ -25,8 +27,8 @@ std::vector<TensorImpl*> reverse_topological(TensorImpl* root) {
           "' was already freed by an earlier backward(); pass retain_graph=true to the first "
           "call to run backward twice");
     if (node && next < node->inputs.size()) {
-      TensorImpl* in = node->inputs[next++].impl_ptr().get();
-      if (in && in->requires_grad && seen.insert(in).second) stack.push_back({in, 0});
+      const std::shared_ptr<TensorImpl>& in = node->inputs[next++].impl_ptr();
+      if (in && in->requires_grad && seen.insert(in.get()).second) stack.push_back({in, 0});
       continue;
     }
     order.push_back(t);
@@ -51,6 +53,28 @@ void finish_leaf(TensorImpl* leaf, const Tensor& g) {
 }
 
 }  // namespace
+
+}  // namespace attn::autograd
+
+namespace attn {
+
+Node::~Node() {
+  std::vector<Tensor> pending = std::move(inputs);
+  while (!pending.empty()) {
+    Tensor t = std::move(pending.back());
+    pending.pop_back();
+    const auto& impl = t.impl_ptr();
+    // Only a graph nobody else holds is ours to take apart.
+    if (impl && impl.use_count() == 1 && impl->grad_fn && impl->grad_fn.use_count() == 1) {
+      for (Tensor& in : impl->grad_fn->inputs) pending.push_back(std::move(in));
+      impl->grad_fn->inputs.clear();
+    }
+  }
+}
+
+}  // namespace attn
+
+namespace attn::autograd {
 
 bool grad_enabled() { return g_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
@@ -97,7 +121,10 @@ void backward(const Tensor& root, const Tensor& seed, bool retain_graph) {
   NoGradGuard no_grad;
   std::unordered_map<TensorImpl*, Tensor> grads;
   accumulate(grads, root.impl_ptr().get(), g0);
-  for (TensorImpl* t : reverse_topological(root.impl_ptr().get())) {
+  for (std::shared_ptr<TensorImpl>& held : reverse_topological(root.impl_ptr())) {
+    // Dropped at the end of this iteration: an activation is freed once its node has run.
+    std::shared_ptr<TensorImpl> owner = std::move(held);
+    TensorImpl* t = owner.get();
     auto it = grads.find(t);
     if (it == grads.end()) continue;  // every path to it gave an undefined gradient
     Tensor g = std::move(it->second);

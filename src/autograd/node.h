@@ -17,6 +17,13 @@ struct Node {
   std::vector<Tensor> inputs;  // undefined where the input needs no grad
   BackwardFn backward;
   bool released = false;  // saved tensors freed after a backward without retain_graph
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Unlinks the graph below iteratively: a recursive release of a deep graph (say, 10⁵ ops never
+  // run backward) would overflow the stack.
+  ~Node();
 };
 
 namespace autograd {

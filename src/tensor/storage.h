@@ -19,6 +19,11 @@ class Storage {
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
 
+  // Bytes of tensor storage alive now and the peak since the last reset, per device kind.
+  static size_t live_bytes(Device::Kind kind);
+  static size_t peak_bytes(Device::Kind kind);
+  static void reset_peak(Device::Kind kind);
+
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
