@@ -149,6 +149,7 @@ std::vector<GradCase> all_cases() {
   add_case("masked_fill", {OpId::MaskedFill}, {{2, 3}}, [](const V& x) {
     return masked_fill(x[0], ids_tensor({0, 1, 0, 0, 0, 1}, {2, 3}, DType::I32), -5.0);
   });
+  add_case("rope", {OpId::Rope}, {{2, 3, 5, 6}}, [](const V& x) { return rope(x[0], 100.0, 2); });
   // the fused attention: every variant × {full, causal+padding+ALiBi}; N != M on one.
   for (auto v : {AttentionVariant::Softmax, AttentionVariant::Sigmoid, AttentionVariant::Softmax1}) {
     std::string n = std::string("attention_") + variant_name(v);

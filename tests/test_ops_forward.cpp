@@ -303,3 +303,22 @@ TEST(Forward, WhereAndMaskedFill) {
   }
   EXPECT_THROW(where(ids_tensor({1}, {1}), a, b), std::invalid_argument);
 }
+
+TEST(Forward, RopeRotatesPairsByPosition) {
+  int64_t T = 5, D = 6;
+  Tensor x = rand_tensor({2, T, D}, 21);
+  std::vector<double> v = x.to_vector(), y = rope(x, 100.0, 3).to_vector();
+  for (int64_t r = 0; r < 2 * T; ++r)
+    for (int64_t i = 0; i < D / 2; ++i) {
+      double a = double(3 + r % T) * std::pow(100.0, -2.0 * i / D);
+      double x1 = v[r * D + i], x2 = v[r * D + i + D / 2];
+      EXPECT_NEAR(y[r * D + i], x1 * std::cos(a) - x2 * std::sin(a), 1e-15);
+      EXPECT_NEAR(y[r * D + i + D / 2], x1 * std::sin(a) + x2 * std::cos(a), 1e-15);
+    }
+  // A rotation keeps norms, and relative positions: <rope(q, m), rope(k, n)> depends on m - n.
+  Tensor q = rand_tensor({1, 1, D}, 22), k = rand_tensor({1, 1, D}, 23);
+  double d1 = sum(mul(rope(q, 10000, 7), rope(k, 10000, 4))).item();
+  double d2 = sum(mul(rope(q, 10000, 13), rope(k, 10000, 10))).item();
+  EXPECT_NEAR(d1, d2, 1e-12);
+  EXPECT_THROW(rope(rand_tensor({2, 5}, 1), 10000, 0), std::invalid_argument);
+}

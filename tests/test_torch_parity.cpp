@@ -201,7 +201,8 @@ TEST_P(TorchParity, LossLogitsAndAllGradsMatch) {
   const fs::path script =
       fs::path(env_or("ATTNLAB_TEST_DIR", fs::path(__FILE__).parent_path().string())) /
       "torch_parity_reference.py";
-  if (!torch_available(py))
+  static const bool have_torch = torch_available(py);  // one ~1.5 s import per process
+  if (!have_torch)
     GTEST_SKIP() << "PyTorch is not importable by " << py
                  << "; install Debian's python3-torch and libopenblas0-pthread "
                     "(apt-get install python3-torch libopenblas0-pthread) or set "

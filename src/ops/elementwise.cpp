@@ -1,4 +1,5 @@
 // Elementwise ops: broadcasting binary arithmetic and the unary maths functions.
+#include <Eigen/Core>
 #include <cmath>
 
 #include "backend/cpu/parallel.h"
@@ -238,6 +239,62 @@ T unary_derivative(OpId op, T x, T y, double p) {
   }
 }
 
+template <class T>
+using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// The transcendental activations go through Eigen's vectorised exp/tanh (libm's scalar tanh
+// and expm1 were a quarter of a training step); the rest use the scalar formulas.
+// gelu: 1 + tanh(u) = 2σ(2u), so y = x·σ(2u).
+template <class T>
+void unary_block(OpId op, const T* x, T* y, int64_t n, double p) {
+  ConstArrayMap<T> X(x, n);
+  ArrayMap<T> Y(y, n);
+  switch (op) {
+    case OpId::Exp: Y = X.exp(); return;
+    case OpId::Sigmoid: Y = T(1) / (T(1) + (-X).exp()); return;
+    case OpId::Tanh: Y = X.tanh(); return;
+    case OpId::Silu: Y = X / (T(1) + (-X).exp()); return;
+    case OpId::Gelu: {
+      auto u2 = T(2 * kGeluC) * (X + T(kGeluA) * X.cube());
+      Y = X / (T(1) + (-u2).exp());
+      return;
+    }
+    default:
+      for (int64_t i = 0; i < n; ++i) y[i] = unary_value<T>(op, x[i], p);
+  }
+}
+
+// gx = g·f'(x), with the same vectorised forms as unary_block.
+template <class T>
+void unary_grad_block(OpId op, const T* g, const T* x, const T* y, T* gx, int64_t n, double p) {
+  ConstArrayMap<T> G(g, n), X(x, n), Y(y, n);
+  ArrayMap<T> GX(gx, n);
+  switch (op) {
+    case OpId::Exp: GX = G * Y; return;
+    case OpId::Sigmoid: GX = G * Y * (T(1) - Y); return;
+    case OpId::Tanh: GX = G * (T(1) - Y * Y); return;
+    case OpId::Silu: {
+      auto s = T(1) / (T(1) + (-X).exp());
+      GX = G * s * (T(1) + X * (T(1) - s));
+      return;
+    }
+    case OpId::Gelu: {
+      // t = tanh u = 2σ(2u) - 1;  y' = (1 + t)/2 + x/2 (1 - t²) c (1 + 3a x²)
+      auto u2 = T(2 * kGeluC) * (X + T(kGeluA) * X.cube());
+      Eigen::Array<T, Eigen::Dynamic, 1> t = T(2) / (T(1) + (-u2).exp()) - T(1);
+      GX = G * (T(0.5) * (T(1) + t) +
+                T(0.5) * X * (T(1) - t * t) * T(kGeluC) * (T(1) + T(3 * kGeluA) * X.square()));
+      return;
+    }
+    default:
+      for (int64_t i = 0; i < n; ++i) gx[i] = g[i] * unary_derivative<T>(op, x[i], y[i], p);
+  }
+}
+
+constexpr int64_t kBlock = 4096;  // elements per parallel work item
+
 Tensor unary_map(OpId op, const Tensor& x, double p) {
   check_cpu(x, op_name(op));
   Tensor y = Tensor::empty(x.shape(), x.dtype());
@@ -245,7 +302,11 @@ Tensor unary_map(OpId op, const Tensor& x, double p) {
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* py = y.data<T>();
-    cpu::parallel_for(x.numel(), 8, [&](int64_t i) { py[i] = unary_value<T>(op, px[i], p); });
+    int64_t n = x.numel();
+    cpu::parallel_for((n + kBlock - 1) / kBlock, kBlock * 8, [&](int64_t b) {
+      int64_t i0 = b * kBlock;
+      unary_block<T>(op, px + i0, py + i0, std::min(kBlock, n - i0), p);
+    });
   });
   return y;
 }
@@ -257,8 +318,10 @@ Tensor unary_grad(OpId op, const Tensor& g, const Tensor& x, const Tensor& y, do
     using T = decltype(tag);
     const T *pg = g.data<T>(), *px = x.data<T>(), *py = y.data<T>();
     T* out = gx.data<T>();
-    cpu::parallel_for(x.numel(), 8, [&](int64_t i) {
-      out[i] = pg[i] * unary_derivative<T>(op, px[i], py[i], p);
+    int64_t n = x.numel();
+    cpu::parallel_for((n + kBlock - 1) / kBlock, kBlock * 8, [&](int64_t b) {
+      int64_t i0 = b * kBlock;
+      unary_grad_block<T>(op, pg + i0, px + i0, py + i0, out + i0, std::min(kBlock, n - i0), p);
     });
   });
   return gx;

@@ -78,6 +78,10 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 // x with `value` where mask (same shape, non-zero = true).
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 
+// ---- rope.cpp ---------------------------------------------------------------------------
+// Rotary embedding over the last dim of x [..., T, D] (rotate-half layout), position offset + t.
+Tensor rope(const Tensor& x, double base = 10000.0, int64_t offset = 0);
+
 // ---- attention.cpp / attention_composed.cpp ---------------------------------------------
 enum class AttentionVariant { Softmax, Sigmoid, Softmax1 };
 const char* variant_name(AttentionVariant v);

@@ -52,6 +52,8 @@ void score_tile(const Tile& t, const QTile& Qt, const ConstRows<T>& K, int64_t j
   S *= static_cast<T>(t.p.scale);
   const T neg_inf = -std::numeric_limits<T>::infinity();
   double slope = t.p.slopes ? t.p.slopes[t.h] : 0.0;
+  bool all_visible = t.visible(t.i0, j0 + bk - 1) && t.visible(t.i0 + t.bq - 1, j0 + bk - 1);
+  if (slope == 0.0 && all_visible) return;  // interior tile: nothing to add or mask
   for (int64_t r = 0; r < t.bq; ++r) {
     int64_t i = t.i0 + r;
     for (int64_t c = 0; c < bk; ++c) {
@@ -63,8 +65,21 @@ void score_tile(const Tile& t, const QTile& Qt, const ConstRows<T>& K, int64_t j
 }
 
 template <class T>
-T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+using Col = Eigen::Array<T, Eigen::Dynamic, 1>;
+
+// P = σ(S + b) with masked (-inf) entries exactly 0. Vectorised through Eigen's exp.
+template <class T>
+void sigmoid_tile(const Mat<T>& S, T bias, Mat<T>& P) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  P = (S.array() == neg_inf).select(T(0), T(1) / (T(1) + (-(S.array() + bias)).exp()));
+}
+
+// P = exp(S - shift_r) per row, masked entries exactly 0 (Eigen's exp clamps, so -inf is not
+// guaranteed to give 0 by itself).
+template <class T>
+void exp_tile(const Mat<T>& S, const Col<T>& shift, Mat<T>& P) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  P = (S.array() == neg_inf).select(T(0), (S.array().colwise() - shift).exp());
 }
 
 template <class T>
@@ -74,29 +89,23 @@ void forward_tile(const Tile& t, const ConstRows<T>& Qt, const ConstRows<T>& K, 
   const T neg_inf = -std::numeric_limits<T>::infinity();
   bool sigm = p.kind == AttnKind::Sigmoid;
   Mat<T> acc = Mat<T>::Zero(t.bq, p.D), S, P;
-  std::vector<T> m(t.bq, p.kind == AttnKind::Softmax1 ? T(0) : neg_inf);
-  std::vector<T> l(t.bq, p.kind == AttnKind::Softmax1 ? T(1) : T(0));
+  Col<T> m = Col<T>::Constant(t.bq, p.kind == AttnKind::Softmax1 ? T(0) : neg_inf);
+  Col<T> l = Col<T>::Constant(t.bq, p.kind == AttnKind::Softmax1 ? T(1) : T(0));
   int64_t end = t.visible_end();
   for (int64_t j0 = 0; j0 < end; j0 += kBlockK) {
     int64_t bk = std::min(kBlockK, end - j0);
     score_tile<T>(t, Qt, K, j0, bk, S);
-    P.resize(t.bq, bk);
-    for (int64_t r = 0; r < t.bq; ++r) {
-      if (sigm) {
-        for (int64_t c = 0; c < bk; ++c)
-          P(r, c) = S(r, c) == neg_inf ? T(0) : sigmoid<T>(S(r, c) + static_cast<T>(p.sigmoid_bias));
-        continue;
-      }
-      T m_new = std::max(m[r], S.row(r).maxCoeff());
-      if (m_new == neg_inf) {  // nothing visible yet in this row
-        P.row(r).setZero();
-        continue;
-      }
-      T corr = std::exp(m[r] - m_new);
-      for (int64_t c = 0; c < bk; ++c) P(r, c) = std::exp(S(r, c) - m_new);
-      l[r] = l[r] * corr + P.row(r).sum();
-      acc.row(r) *= corr;
-      m[r] = m_new;
+    if (sigm) {
+      sigmoid_tile<T>(S, static_cast<T>(p.sigmoid_bias), P);
+    } else {
+      Col<T> m_new = m.max(S.rowwise().maxCoeff().array());
+      // A row with nothing visible yet keeps m = -inf; shift by 0 there so no -inf - -inf.
+      Col<T> shift = (m_new == neg_inf).select(T(0), m_new);
+      exp_tile<T>(S, shift, P);
+      Col<T> corr = (m - shift).exp();
+      l = l * corr + P.rowwise().sum().array();
+      acc.array().colwise() *= corr;
+      m = m_new;
     }
     acc.noalias() += P * V.middleRows(j0, bk);
   }
@@ -123,21 +132,20 @@ void backward_tile(const Tile& t, const ConstRows<T>& Q, const ConstRows<T>& K, 
   auto Qb = Q.middleRows(t.i0, t.bq);
   auto dOb = dO.middleRows(t.i0, t.bq);
   Eigen::Matrix<T, Eigen::Dynamic, 1> Drow;
-  if (!sigm) Drow = (dOb.array() * O.middleRows(t.i0, t.bq).array()).rowwise().sum();
+  Col<T> row_lse;
+  if (!sigm) {
+    Drow = (dOb.array() * O.middleRows(t.i0, t.bq).array()).rowwise().sum();
+    // A fully masked row has lse = -inf and every P = 0 (its S entries are all -inf).
+    row_lse = Eigen::Map<const Col<T>>(lse + t.i0, t.bq);
+    row_lse = (row_lse == neg_inf).select(T(0), row_lse);
+  }
   Mat<T> S, P, dP, dS;
   int64_t end = t.visible_end();
   for (int64_t j0 = 0; j0 < end; j0 += kBlockK) {
     int64_t bk = std::min(kBlockK, end - j0);
     score_tile<T>(t, Qb, K, j0, bk, S);
-    P.resize(t.bq, bk);
-    for (int64_t r = 0; r < t.bq; ++r) {
-      T row_lse = sigm ? T(0) : lse[t.i0 + r];
-      for (int64_t c = 0; c < bk; ++c) {
-        T x = S(r, c);
-        if (x == neg_inf || (!sigm && row_lse == neg_inf)) P(r, c) = T(0);
-        else P(r, c) = sigm ? sigmoid<T>(x + static_cast<T>(p.sigmoid_bias)) : std::exp(x - row_lse);
-      }
-    }
+    if (sigm) sigmoid_tile<T>(S, static_cast<T>(p.sigmoid_bias), P);
+    else exp_tile<T>(S, row_lse, P);
     dP.noalias() = dOb * V.middleRows(j0, bk).transpose();
     if (sigm) dS = P.array() * (T(1) - P.array()) * dP.array();
     else dS = P.array() * (dP.colwise() - Drow).array();

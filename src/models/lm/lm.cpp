@@ -1,0 +1,45 @@
+#include "models/lm/lm.h"
+
+#include "nn/positional.h"
+
+namespace attn::models {
+
+using namespace attn::nn;
+
+DecoderLM::DecoderLM(const ModelConfig& c, uint64_t seed, DType dt) : config(c), dropout_gen(seed ^ 0xd809u) {
+  if (c.vocab_size <= 0) throw std::invalid_argument("DecoderLM: vocab_size must be set");
+  Generator gen(seed);
+  tok_emb = &register_module("tok_emb", std::make_unique<Embedding>(c.vocab_size, c.d_model, c.init_std, gen, dt));
+  if (c.position == PositionKind::Learned)
+    pos_emb = &register_module("pos_emb", std::make_unique<Embedding>(c.max_seq_len, c.d_model, c.init_std, gen, dt));
+  if (c.position == PositionKind::Sinusoidal) sinusoidal = sinusoidal_table(c.max_seq_len, c.d_model, dt);
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    blocks.push_back(&register_module("blocks." + std::to_string(i), std::make_unique<TransformerBlock>(c, gen, dt)));
+    blocks.back()->dropout_gen = &dropout_gen;
+  }
+  if (c.placement != NormPlacement::Post)
+    final_norm = &register_module("final_norm", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
+  if (!c.tied_head)
+    head = &register_module("head", std::make_unique<Linear>(c.d_model, c.vocab_size, false, c.init_std, gen, dt));
+}
+
+Tensor DecoderLM::forward(const Tensor& ids) const {
+  int64_t T = ids.size(1);
+  if (T > config.max_seq_len && (pos_emb || sinusoidal.defined()))
+    throw std::invalid_argument("DecoderLM: sequence of " + std::to_string(T) +
+                                " tokens is longer than model.max_seq_len " + std::to_string(config.max_seq_len));
+  Tensor x = tok_emb->forward(ids);
+  if (pos_emb) x = add(x, pos_emb->forward(arange(0, T, 1, {DType::I64})));
+  if (sinusoidal.defined()) x = add(x, slice(sinusoidal, 0, 0, T));
+  for (const TransformerBlock* b : blocks) x = b->forward(x);
+  if (final_norm) x = final_norm->forward(x);
+  return head ? head->forward(x) : matmul(x, tok_emb->weight, false, true);
+}
+
+Tensor DecoderLM::loss(const Tensor& ids, const Tensor& targets) const {
+  Tensor logits = forward(ids);
+  int64_t V = logits.size(-1);
+  return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
+}
+
+}  // namespace attn::models

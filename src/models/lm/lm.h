@@ -1,0 +1,27 @@
+// Decoder-only language model: token embedding (+ learned or sinusoidal positions), blocks,
+// final norm (not for post-norm, whose blocks end normalised), tied or untied head.
+#pragma once
+#include "nn/block.h"
+#include "nn/layers.h"
+
+namespace attn::models {
+
+class DecoderLM : public nn::Module {
+ public:
+  DecoderLM(const nn::ModelConfig& c, uint64_t seed, DType dt = DType::F32);
+  // ids [B, T] (i32/i64) -> logits [B, T, V]
+  Tensor forward(const Tensor& ids) const;
+  // Mean cross-entropy of next-token prediction; targets [B, T].
+  Tensor loss(const Tensor& ids, const Tensor& targets) const;
+
+  nn::ModelConfig config;
+  nn::Embedding* tok_emb;
+  nn::Embedding* pos_emb = nullptr;  // learned positions
+  Tensor sinusoidal;                 // fixed positions [max_seq_len, D], when chosen
+  std::vector<nn::TransformerBlock*> blocks;
+  nn::Norm* final_norm = nullptr;
+  nn::Linear* head = nullptr;  // untied only
+  Generator dropout_gen;
+};
+
+}  // namespace attn::models

@@ -1,0 +1,48 @@
+// q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ split into heads [B, H, T, Dh];
+// optional QK-norm (per-head LayerNorm/RMSNorm over Dh) then RoPE on q and k;
+// o = attention(q, k, v) merged back to [B, T, D]; out = o·Woᵀ.
+#include "nn/attention.h"
+
+#include "nn/positional.h"
+
+namespace attn::nn {
+
+SelfAttention::SelfAttention(const ModelConfig& c, double out_std, Generator& gen, DType dt)
+    : n_heads(c.n_heads), head_dim(c.d_model / c.n_heads), use_rope(c.position == PositionKind::Rope),
+      rope_base(c.rope_base) {
+  if (c.d_model % c.n_heads != 0)
+    throw std::invalid_argument("model.d_model (" + std::to_string(c.d_model) +
+                                ") must be divisible by model.n_heads (" + std::to_string(c.n_heads) + ")");
+  spec.variant = c.variant;
+  spec.sigmoid_bias = c.sigmoid_bias;
+  spec.causal = c.causal;
+  if (c.position == PositionKind::Alibi) spec.alibi_slopes = alibi_slopes(c.n_heads);
+  wq = &register_module("wq", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
+  wk = &register_module("wk", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
+  wv = &register_module("wv", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
+  wo = &register_module("wo", std::make_unique<Linear>(c.d_model, c.d_model, true, out_std, gen, dt));
+  if (c.qk_norm) {
+    q_norm = &register_module("q_norm", std::make_unique<Norm>(c.qk_norm_kind, head_dim, c.norm_eps, dt));
+    k_norm = &register_module("k_norm", std::make_unique<Norm>(c.qk_norm_kind, head_dim, c.norm_eps, dt));
+  }
+}
+
+Tensor SelfAttention::forward(const Tensor& x, const std::vector<int64_t>& key_lengths) const {
+  int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+  auto heads = [&](const Tensor& t) { return permute(reshape(t, {B, T, n_heads, head_dim}), {0, 2, 1, 3}); };
+  Tensor q = heads(wq->forward(x)), k = heads(wk->forward(x)), v = heads(wv->forward(x));
+  if (q_norm) {
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  if (use_rope) {
+    q = rope(q, rope_base);
+    k = rope(k, rope_base);
+  }
+  AttentionSpec s = spec;
+  s.key_padding_lengths = key_lengths;
+  Tensor o = attention(q, k, v, s).out;
+  return wo->forward(reshape(permute(o, {0, 2, 1, 3}), {B, T, D}));
+}
+
+}  // namespace attn::nn

@@ -1,0 +1,51 @@
+#include "nn/block.h"
+
+#include <cmath>
+
+namespace attn::nn {
+
+TransformerBlock::TransformerBlock(const ModelConfig& c, Generator& gen, DType dt)
+    : placement(c.placement), dropout(c.dropout) {
+  double out_std = c.scaled_residual_init ? c.init_std / std::sqrt(2.0 * c.n_layers) : c.init_std;
+  norm1 = &register_module("norm1", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
+  attn = &register_module("attn", std::make_unique<SelfAttention>(c, out_std, gen, dt));
+  norm2 = &register_module("norm2", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
+  mlp = &register_module("mlp", std::make_unique<Mlp>(c, out_std, gen, dt));
+  if (placement == NormPlacement::Hybrid) {
+    post_norm1 = &register_module("post_norm1", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
+    post_norm2 = &register_module("post_norm2", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
+  }
+  if (c.layer_scale) {
+    gamma1 = register_param("gamma1", full({c.d_model}, c.layer_scale_init, {dt}), false);
+    gamma2 = register_param("gamma2", full({c.d_model}, c.layer_scale_init, {dt}), false);
+  }
+}
+
+Tensor TransformerBlock::scaled(const Tensor& branch, const Tensor& gamma) const {
+  Tensor b = branch;
+  if (dropout > 0 && training()) {
+    if (!dropout_gen) throw std::logic_error("TransformerBlock: dropout without a generator");
+    b = attn::dropout(branch, dropout, true, *dropout_gen);
+  }
+  return gamma.defined() ? mul(b, gamma) : b;
+}
+
+Tensor TransformerBlock::forward(const Tensor& x, const std::vector<int64_t>& key_lengths) const {
+  switch (placement) {
+    case NormPlacement::Pre: {
+      Tensor h = add(x, scaled(attn->forward(norm1->forward(x), key_lengths), gamma1));
+      return add(h, scaled(mlp->forward(norm2->forward(h)), gamma2));
+    }
+    case NormPlacement::Post: {
+      Tensor h = norm1->forward(add(x, scaled(attn->forward(x, key_lengths), gamma1)));
+      return norm2->forward(add(h, scaled(mlp->forward(h), gamma2)));
+    }
+    case NormPlacement::Hybrid: {
+      Tensor h = add(x, scaled(post_norm1->forward(attn->forward(norm1->forward(x), key_lengths)), gamma1));
+      return add(h, scaled(post_norm2->forward(mlp->forward(norm2->forward(h))), gamma2));
+    }
+  }
+  throw std::logic_error("TransformerBlock: bad placement");
+}
+
+}  // namespace attn::nn

@@ -1,0 +1,30 @@
+// A transformer block: attention and MLP branches with pre-, post- or hybrid-norm and optional
+// LayerScale.
+//   pre:    x = x + γ₁∘attn(n₁(x));            x = x + γ₂∘mlp(n₂(x))
+//   post:   x = n₁(x + γ₁∘attn(x));            x = n₂(x + γ₂∘mlp(x))
+//   hybrid: x = x + γ₁∘m₁(attn(n₁(x)));        x = x + γ₂∘m₂(mlp(n₂(x)))   (Apple's LM recipe)
+// γ is LayerScale (a per-channel vector, init layer_scale_init) when on, else 1.
+#pragma once
+#include "nn/attention.h"
+
+namespace attn::nn {
+
+class TransformerBlock : public Module {
+ public:
+  TransformerBlock(const ModelConfig& c, Generator& gen, DType dt);
+  Tensor forward(const Tensor& x, const std::vector<int64_t>& key_lengths = {}) const;
+
+  NormPlacement placement;
+  SelfAttention* attn;
+  Mlp* mlp;
+  Norm *norm1, *norm2;
+  Norm *post_norm1 = nullptr, *post_norm2 = nullptr;  // hybrid only
+  Tensor gamma1, gamma2;                              // LayerScale, when on
+  double dropout;
+  Generator* dropout_gen = nullptr;  // owned by the model, saved in checkpoints
+
+ private:
+  Tensor scaled(const Tensor& branch, const Tensor& gamma) const;
+};
+
+}  // namespace attn::nn

@@ -1,0 +1,52 @@
+#include "nn/layers.h"
+
+namespace attn::nn {
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias, double init_std, Generator& gen, DType dt) {
+  Tensor w = Tensor::empty({out, in}, dt);
+  init_normal(w, init_std, gen);
+  weight = register_param("weight", w, true);
+  if (with_bias) bias = register_param("bias", zeros({out}, {dt}), false);
+}
+
+Tensor Linear::forward(const Tensor& x) const {
+  Tensor y = matmul(x, weight, false, true);
+  return bias.defined() ? add(y, bias) : y;
+}
+
+Embedding::Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt) {
+  Tensor w = Tensor::empty({vocab, dim}, dt);
+  init_normal(w, init_std, gen);
+  weight = register_param("weight", w, false);
+}
+
+Norm::Norm(NormKind k, int64_t dim, double e, DType dt) : kind(k), eps(e) {
+  weight = register_param("weight", ones({dim}, {dt}), false);
+  if (kind == NormKind::Layer) bias = register_param("bias", zeros({dim}, {dt}), false);
+}
+
+Tensor Norm::forward(const Tensor& x) const {
+  return kind == NormKind::Layer ? layer_norm(x, weight, bias, eps) : rms_norm(x, weight, eps);
+}
+
+int64_t mlp_hidden_size(const ModelConfig& c) {
+  if (c.mlp_hidden > 0) return c.mlp_hidden;
+  if (c.mlp == MlpKind::Gelu) return 4 * c.d_model;
+  return (8 * c.d_model / 3 + 7) / 8 * 8;  // SwiGLU keeps the parameter count of a 4·d MLP
+}
+
+Mlp::Mlp(const ModelConfig& c, double out_std, Generator& gen, DType dt) : kind(c.mlp) {
+  int64_t h = mlp_hidden_size(c);
+  bool bias = c.mlp == MlpKind::Gelu;
+  fc1 = &register_module("fc1", std::make_unique<Linear>(c.d_model, h, bias, c.init_std, gen, dt));
+  if (kind == MlpKind::SwiGlu)
+    gate = &register_module("gate", std::make_unique<Linear>(c.d_model, h, false, c.init_std, gen, dt));
+  fc2 = &register_module("fc2", std::make_unique<Linear>(h, c.d_model, bias, out_std, gen, dt));
+}
+
+Tensor Mlp::forward(const Tensor& x) const {
+  if (kind == MlpKind::Gelu) return fc2->forward(gelu(fc1->forward(x)));
+  return fc2->forward(mul(silu(fc1->forward(x)), gate->forward(x)));
+}
+
+}  // namespace attn::nn

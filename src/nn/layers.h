@@ -1,0 +1,45 @@
+// The basic layers: Linear, Embedding, normalisation, MLP.
+#pragma once
+#include "nn/config.h"
+#include "nn/module.h"
+#include "ops/ops.h"
+
+namespace attn::nn {
+
+// y = x·Wᵀ + b, W [out, in] (PyTorch's layout).
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, double init_std, Generator& gen, DType dt);
+  Tensor forward(const Tensor& x) const;
+  Tensor weight, bias;
+};
+
+class Embedding : public Module {
+ public:
+  Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt);
+  Tensor forward(const Tensor& ids) const { return embedding(weight, ids); }
+  Tensor weight;
+};
+
+// LayerNorm (weight and bias) or RMSNorm (weight) over the last dim.
+class Norm : public Module {
+ public:
+  Norm(NormKind kind, int64_t dim, double eps, DType dt);
+  Tensor forward(const Tensor& x) const;
+  NormKind kind;
+  double eps;
+  Tensor weight, bias;
+};
+
+// GELU: fc2(gelu(fc1 x)); SwiGLU: w2(silu(w1 x) ∘ w3 x). out_std is for the output projection.
+class Mlp : public Module {
+ public:
+  Mlp(const ModelConfig& c, double out_std, Generator& gen, DType dt);
+  Tensor forward(const Tensor& x) const;
+  MlpKind kind;
+  Linear *fc1 = nullptr, *fc2 = nullptr, *gate = nullptr;
+};
+
+int64_t mlp_hidden_size(const ModelConfig& c);
+
+}  // namespace attn::nn

@@ -1,0 +1,47 @@
+#include "nn/module.h"
+
+#include <cstring>
+
+namespace attn::nn {
+
+Tensor Module::register_param(const std::string& name, Tensor value, bool weight_decay) {
+  for (const Param& p : params_)
+    if (p.name == name) throw std::logic_error("Module: parameter '" + name + "' registered twice");
+  value.set_requires_grad(true);
+  params_.push_back({name, value, weight_decay});
+  return value;
+}
+
+void Module::collect(const std::string& prefix, ParamList& out) const {
+  for (const Param& p : params_) out.push_back({prefix + p.name, p.value, p.weight_decay});
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
+}
+
+ParamList Module::parameters() const {
+  ParamList out;
+  collect("", out);
+  return out;
+}
+
+int64_t Module::parameter_count() const {
+  int64_t n = 0;
+  for (const Param& p : parameters()) n += p.value.numel();
+  return n;
+}
+
+void Module::set_training(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->set_training(on);
+}
+
+void init_normal(Tensor& t, double std, Generator& gen) {
+  Tensor r = randn(t.shape(), gen, {t.dtype(), t.device()}, 0.0, std);
+  copy_bytes(t.raw_data(), t.device(), r.raw_data(), r.device(), t.nbytes());
+}
+
+void init_constant(Tensor& t, double value) {
+  Tensor r = full(t.shape(), value, {t.dtype(), t.device()});
+  copy_bytes(t.raw_data(), t.device(), r.raw_data(), r.device(), t.nbytes());
+}
+
+}  // namespace attn::nn

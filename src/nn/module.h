@@ -1,0 +1,47 @@
+// Module: a node of the model tree with named parameters and named children.
+// Parameters are registered once at construction; parameters() walks the tree and returns them
+// with dotted names ("blocks.0.attn.wq.weight") in registration order.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "optim/param.h"
+#include "tensor/tensor.h"
+
+namespace attn::nn {
+
+class Module {
+ public:
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  virtual ~Module() = default;
+
+  ParamList parameters() const;
+  int64_t parameter_count() const;
+  void set_training(bool on);
+  bool training() const { return training_; }
+
+ protected:
+  // The tensor becomes a leaf that requires grad.
+  Tensor register_param(const std::string& name, Tensor value, bool weight_decay);
+  template <class M>
+  M& register_module(const std::string& name, std::unique_ptr<M> m) {
+    M& ref = *m;
+    children_.push_back({name, std::move(m)});
+    return ref;
+  }
+
+ private:
+  void collect(const std::string& prefix, ParamList& out) const;
+  std::vector<Param> params_;
+  std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+// Initialisers (in place, seeded; the same numbers on every device).
+void init_normal(Tensor& t, double std, Generator& gen);
+void init_constant(Tensor& t, double value);
+
+}  // namespace attn::nn

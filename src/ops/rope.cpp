@@ -1,0 +1,58 @@
+// Rotary position embedding (RoFormer; the "rotate half" layout of GPT-NeoX / LLaMA):
+// for x [..., T, D] and i < D/2, with θ_i = base^(-2i/D) and angle a = (offset + t)·θ_i,
+//   y[i]       = x[i] cos a - x[i + D/2] sin a
+//   y[i + D/2] = x[i] sin a + x[i + D/2] cos a
+// The backward is the inverse rotation (angle -a) applied to g.
+#include <cmath>
+
+#include "backend/cpu/parallel.h"
+#include "ops/op_util.h"
+#include "ops/ops.h"
+
+namespace attn {
+
+namespace {
+
+Tensor rotate(const Tensor& x, double base, int64_t offset, bool inverse) {
+  check_cpu(x, "rope");
+  if (x.dim() < 2 || x.size(-1) % 2 != 0)
+    throw std::invalid_argument("rope: need [..., T, D] with an even D, got " + shape_str(x.shape()));
+  int64_t T = x.size(-2), D = x.size(-1), half = D / 2, rows = x.numel() / D;
+  // cos/sin table [T, D/2], computed once per call in f64.
+  std::vector<double> cos_t(T * half), sin_t(T * half);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      double a = static_cast<double>(offset + t) *
+                 std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+      cos_t[t * half + i] = std::cos(a);
+      sin_t[t * half + i] = inverse ? -std::sin(a) : std::sin(a);
+    }
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), "rope", [&](auto tag) {
+    using T_ = decltype(tag);
+    const T_* px = x.data<T_>();
+    T_* py = y.data<T_>();
+    cpu::parallel_for(rows, 4 * D, [&](int64_t r) {
+      const double *c = cos_t.data() + (r % T) * half, *s = sin_t.data() + (r % T) * half;
+      const T_* xr = px + r * D;
+      T_* yr = py + r * D;
+      for (int64_t i = 0; i < half; ++i) {
+        T_ ci = static_cast<T_>(c[i]), si = static_cast<T_>(s[i]);
+        yr[i] = xr[i] * ci - xr[i + half] * si;
+        yr[i + half] = xr[i] * si + xr[i + half] * ci;
+      }
+    });
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor rope(const Tensor& x, double base, int64_t offset) {
+  Tensor y = rotate(x, base, offset, false);
+  return autograd::record(OpId::Rope, y, {x}, [base, offset](const Tensor& g) {
+    return std::vector<Tensor>{rotate(g, base, offset, true)};
+  });
+}
+
+}  // namespace attn
