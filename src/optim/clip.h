@@ -1,0 +1,19 @@
+// Gradient clipping by global L2 norm (torch.nn.utils.clip_grad_norm_ with norm_type = 2) and a
+// finiteness check. Params without a gradient are ignored. CPU f32/f64 gradients only for now.
+#pragma once
+#include "optim/param.h"
+
+namespace attn {
+
+// Returns the norm before clipping, ‖g‖ = √(Σ_params Σ_i g_i²) (accumulated in f64). When
+// max_norm > 0, every gradient is scaled in place by c = max_norm / (‖g‖ + 1e-6) if c < 1 — i.e.
+// whenever ‖g‖ > max_norm (and, as in torch, within 1e-6 below it); gradients are untouched
+// otherwise. max_norm <= 0 disables clipping. A non-finite norm leaves gradients untouched
+// (check grads_finite() and skip the step). Throws std::invalid_argument for NaN max_norm or a
+// non-CPU / non-float gradient.
+double clip_grad_norm(const ParamList& params, double max_norm);
+
+// True when every element of every gradient is finite (no NaN, no ±inf).
+bool grads_finite(const ParamList& params);
+
+}  // namespace attn
