@@ -1,12 +1,84 @@
-// attnlab: the command-line entry point.
+// attnlab: the command-line entry point. Sub-commands: train, eval, compare, bench, config, info.
+// Exit codes: 0 ok; 1 runtime error; 2 configuration / usage error; 3 non-finite training.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fmt/format.h>
+#include <iostream>
 
 #include "backend/cuda/cuda_api.h"
+#include "train/compare.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace {
+
+using attn::train::Config;
+
+// The embedded default (the small KJV comparison config) unless --config names a file, then the
+// --set overrides in order.
+Config load_config(const std::string& path, const std::vector<std::string>& sets) {
+  Config c = path.empty() ? Config::defaults() : Config::from_file(path);
+  for (const std::string& s : sets) c.set(s);
+  return c;
+}
+
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> sets;
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("-c,--config", path, "YAML config (default: the embedded small KJV LM config)");
+    cmd->add_option("-s,--set", sets, "Override a key: --set attention.variant=sigmoid (repeatable)");
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"attnlab: train transformers with different attention mechanisms and compare them"};
   app.require_subcommand(1);
+  int exit_code = 0;
+
+  auto* train = app.add_subcommand("train", "Train a model from a config; writes a run directory");
+  ConfigArgs train_args;
+  train_args.add_to(train);
+  attn::train::TrainOptions topt;
+  train->add_flag("--resume", topt.resume, "Continue the run in run.dir from its latest checkpoint");
+  train->add_flag("-q,--quiet", topt.quiet, "No progress line");
+  train->add_option("--abort-after-step", topt.abort_after_step, "Testing: kill the process after this step")
+      ->group("");
+  train->add_option("--nan-at-step", topt.nan_at_step, "Testing: poison the loss at this step")->group("");
+  train->callback([&] { exit_code = attn::train::run_training(load_config(train_args.path, train_args.sets), topt); });
+
+  auto* eval = app.add_subcommand("eval", "Validation loss of a run's checkpoint");
+  std::string eval_run, eval_ckpt;
+  eval->add_option("run", eval_run, "Run directory")->required();
+  eval->add_option("--checkpoint", eval_ckpt, "Checkpoint file (default: the run's latest)");
+  eval->callback([&] { exit_code = attn::train::run_eval(eval_run, eval_ckpt); });
+
+  auto* compare = app.add_subcommand("compare", "Markdown table comparing finished runs");
+  std::vector<std::string> compare_dirs;
+  compare->add_option("runs", compare_dirs, "Run directories")->required();
+  compare->callback([&] { std::cout << attn::train::compare_runs(compare_dirs); });
+
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* bench_train = bench->add_subcommand("train", "Training tokens/s of the config's LM (random tokens)");
+  ConfigArgs bench_args;
+  bench_args.add_to(bench_train);
+  int64_t bench_steps = 10;
+  bench_train->add_option("--steps", bench_steps, "Timed steps (after 2 warm-up steps)");
+  bench_train->callback([&] {
+    exit_code = attn::train::run_train_bench(load_config(bench_args.path, bench_args.sets), bench_steps);
+  });
+
+  auto* config = app.add_subcommand("config", "Print the resolved default config, or the key reference");
+  bool config_doc = false;
+  ConfigArgs config_args;
+  config_args.add_to(config);
+  config->add_flag("--doc", config_doc, "Print docs/config.md (the key reference)");
+  config->callback([&] {
+    std::cout << (config_doc ? attn::train::schema_markdown() : load_config(config_args.path, config_args.sets).to_yaml());
+  });
 
   auto* info = app.add_subcommand("info", "Print the build configuration and visible devices");
   info->callback([] {
@@ -14,13 +86,16 @@ int main(int argc, char** argv) {
                 attn::cuda::built_with_cuda() ? "built" : "not built", attn::cuda::device_count());
   });
 
-  auto* train = app.add_subcommand("train", "Train a model from a config (not implemented yet)");
-  train->allow_extras();
-  train->callback([] {
-    std::printf("attnlab train: no experiment yet (the transformer stack and trainer land with "
-                "the LM issue)\n");
-  });
-
-  CLI11_PARSE(app, argc, argv);
-  return 0;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  } catch (const attn::train::ConfigError& e) {
+    fmt::print(stderr, "attnlab: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "attnlab: error: {}\n", e.what());
+    return 1;
+  }
+  return exit_code;
 }

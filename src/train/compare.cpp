@@ -1,0 +1,105 @@
+#include "train/compare.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fmt/format.h>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "train/config.h"
+#include "train/run_files.h"
+
+namespace fs = std::filesystem;
+
+namespace attn::train {
+
+namespace {
+
+struct RunRecord {
+  std::string dir;
+  nlohmann::json summary;
+  std::map<std::string, std::string> config;  // flat, without run.*
+};
+
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    std::string key = prefix.empty() ? it->first.as<std::string>() : prefix + "." + it->first.as<std::string>();
+    if (it->second.IsMap()) flatten(it->second, key, out);
+    else if (key.rfind("run.", 0) != 0) out[key] = it->second.Scalar();
+  }
+}
+
+std::vector<RunRecord> load_runs(const std::vector<std::string>& dirs) {
+  std::vector<RunRecord> runs;
+  for (const std::string& d : dirs) {
+    if (!fs::exists(d + "/summary.json")) {
+      fmt::print(stderr, "compare: skipping '{}' (no summary.json: not a finished run)\n", d);
+      continue;
+    }
+    RunRecord r{d, nlohmann::json::parse(read_file(d + "/summary.json")), {}};
+    flatten(YAML::LoadFile(d + "/config.yaml"), "", r.config);
+    runs.push_back(std::move(r));
+  }
+  if (runs.empty()) throw ConfigError("compare: no finished runs among the given directories");
+  return runs;
+}
+
+std::string mean_std(const std::vector<double>& v, const char* fmt_one) {
+  double m = 0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  if (v.size() == 1) return fmt::format(fmt::runtime(fmt_one), m);
+  double var = 0;
+  for (double x : v) var += (x - m) * (x - m);
+  double sd = std::sqrt(var / static_cast<double>(v.size() - 1));  // sample std
+  return fmt::format(fmt::runtime(fmt_one), m) + " ± " + fmt::format(fmt::runtime(fmt_one), sd);
+}
+
+// Keys whose values differ between groups (besides the variant), to label the rows.
+std::vector<std::string> differing_keys(const std::vector<std::vector<const RunRecord*>>& groups) {
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : groups[0][0]->config) {
+    if (k == "attention.variant") continue;
+    for (const auto& g : groups)
+      if (g[0]->config.at(k) != v) {
+        keys.push_back(k);
+        break;
+      }
+  }
+  return keys;
+}
+
+}  // namespace
+
+std::string compare_runs(const std::vector<std::string>& run_dirs) {
+  std::vector<RunRecord> runs = load_runs(run_dirs);
+  std::vector<std::vector<const RunRecord*>> groups;
+  for (const RunRecord& r : runs) {
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g[0]->config == r.config; });
+    if (it == groups.end()) groups.push_back({&r});
+    else it->push_back(&r);
+  }
+  std::vector<std::string> diff = differing_keys(groups);
+  const std::string unit = runs[0].summary.value("unit", "char");
+  std::string out = fmt::format("| variant | runs | final val loss | best val loss | bits/{} | tokens/s | parameters | wall time (s) |\n",
+                                unit);
+  out += "|---|---|---|---|---|---|---|---|\n";
+  for (const auto& g : groups) {
+    auto col = [&](const char* key) {
+      std::vector<double> v;
+      for (const RunRecord* r : g) v.push_back(r->summary.at(key).get<double>());
+      return v;
+    };
+    std::string label = g[0]->config.at("attention.variant");
+    for (const std::string& k : diff) label += fmt::format(" {}={}", k, g[0]->config.at(k));
+    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", label, g.size(), mean_std(col("final_val_loss"), "{:.4f}"),
+                       mean_std(col("best_val_loss"), "{:.4f}"), mean_std(col("final_val_bpc"), "{:.4f}"),
+                       mean_std(col("tokens_per_s"), "{:.0f}"), g[0]->summary.at("parameters").get<int64_t>(),
+                       mean_std(col("wall_time_s"), "{:.0f}"));
+  }
+  return out;
+}
+
+}  // namespace attn::train

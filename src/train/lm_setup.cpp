@@ -1,0 +1,113 @@
+#include "train/lm_setup.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "data/kjv.h"
+#include "data/token_shard.h"
+
+namespace attn::train {
+
+void resolve_config(Config& c) {
+  if (c.is_auto("attention.sigmoid_bias"))
+    c.resolve("attention.sigmoid_bias", fmt::format("{:.17g}", -std::log(static_cast<double>(c.get_int("model.seq_len")))));
+  if (c.is_auto("run.dir"))
+    c.resolve("run.dir", fmt::format("runs/{}-{}-s{}", c.get_string("run.name"), c.get_string("attention.variant"),
+                                     c.get_int("run.seed")));
+  if (c.get_int("model.d_model") % c.get_int("model.n_heads") != 0)
+    throw ConfigError(fmt::format("config key 'model.n_heads': {} does not divide model.d_model = {}",
+                                  c.get_int("model.n_heads"), c.get_int("model.d_model")));
+  if (c.get_string("model.position") == "rope" && (c.get_int("model.d_model") / c.get_int("model.n_heads")) % 2)
+    throw ConfigError("config key 'model.position': rope needs an even head dim (d_model / n_heads)");
+  if (c.get_int("train.warmup_steps") > c.get_int("train.steps"))
+    throw ConfigError(fmt::format("config key 'train.warmup_steps': {} is more than train.steps = {}",
+                                  c.get_int("train.warmup_steps"), c.get_int("train.steps")));
+}
+
+namespace {
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw ConfigError("config key 'data.path': cannot read text file '" + path + "'");
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+std::shared_ptr<const std::vector<int32_t>> share(std::vector<int32_t> v) {
+  return std::make_shared<const std::vector<int32_t>>(std::move(v));
+}
+
+}  // namespace
+
+LmData load_lm_data(const Config& c, const std::string& tokenizer_json) {
+  LmData d;
+  const std::string& corpus = c.get_string("data.corpus");
+  if (corpus == "shards") {
+    const std::string &tp = c.get_string("data.path"), &vp = c.get_string("data.val_path");
+    if (tp.empty() || vp.empty())
+      throw ConfigError("config key 'data.path': corpus 'shards' needs data.path and data.val_path");
+    for (const std::string& p : {tp, vp})
+      if (!std::filesystem::exists(p)) throw ConfigError("config key 'data.path': token shard '" + p + "' not found");
+    d.train = share(data::load_token_shard(tp));
+    d.val = share(data::load_token_shard(vp));
+    int32_t max_id = 0;
+    for (const auto* s : {d.train.get(), d.val.get()})
+      for (int32_t t : *s) max_id = std::max(max_id, t);
+    d.vocab_size = c.get_int("data.vocab_size") > 0 ? c.get_int("data.vocab_size") : max_id + 1;
+    if (max_id >= d.vocab_size)
+      throw ConfigError(fmt::format("config key 'data.vocab_size': token id {} does not fit a vocabulary of {}", max_id, d.vocab_size));
+    d.unit = "token";
+    return d;
+  }
+  std::string text = corpus == "kjv" ? data::kjv_corpus(c.get_string("data.cache_dir")) : read_text_file(c.get_string("data.path"));
+  if (!tokenizer_json.empty()) d.tokenizer = data::Tokenizer::from_json(nlohmann::json::parse(tokenizer_json));
+  else if (c.get_string("data.tokenizer") == "char") d.tokenizer = std::make_unique<data::CharTokenizer>(text);
+  else d.tokenizer = std::make_unique<data::ByteTokenizer>();
+  data::TextSplit split = data::split_train_val(text, c.get_float("data.train_fraction"));
+  d.train = share(d.tokenizer->encode(split.train));
+  d.val = share(d.tokenizer->encode(split.val));
+  d.vocab_size = d.tokenizer->vocab_size();
+  d.unit = d.tokenizer->kind() == "char" ? "char" : "byte";
+  return d;
+}
+
+nn::ModelConfig model_config(const Config& c, int64_t vocab_size) {
+  nn::ModelConfig m;
+  m.vocab_size = vocab_size;
+  m.d_model = c.get_int("model.d_model");
+  m.n_layers = c.get_int("model.n_layers");
+  m.n_heads = c.get_int("model.n_heads");
+  m.max_seq_len = c.get_int("model.seq_len");
+  m.mlp = c.get_string("model.mlp") == "gelu" ? nn::MlpKind::Gelu : nn::MlpKind::SwiGlu;
+  m.mlp_hidden = c.get_int("model.mlp_hidden");
+  m.norm = c.get_string("model.norm") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
+  const std::string& pl = c.get_string("model.norm_placement");
+  m.placement = pl == "pre" ? nn::NormPlacement::Pre : pl == "post" ? nn::NormPlacement::Post : nn::NormPlacement::Hybrid;
+  m.norm_eps = c.get_float("model.norm_eps");
+  const std::string& pos = c.get_string("model.position");
+  m.position = pos == "none"         ? nn::PositionKind::None
+               : pos == "learned"    ? nn::PositionKind::Learned
+               : pos == "sinusoidal" ? nn::PositionKind::Sinusoidal
+               : pos == "rope"       ? nn::PositionKind::Rope
+                                     : nn::PositionKind::Alibi;
+  m.rope_base = c.get_float("model.rope_base");
+  m.tied_head = c.get_bool("model.tied_head");
+  m.init_std = c.get_float("model.init_std");
+  m.scaled_residual_init = c.get_bool("model.scaled_residual_init");
+  m.dropout = c.get_float("model.dropout");
+  m.variant = parse_variant(c.get_string("attention.variant"));
+  m.sigmoid_bias = c.get_float("attention.sigmoid_bias");
+  m.qk_norm = c.get_bool("attention.qk_norm");
+  m.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
+  m.layer_scale = c.get_bool("attention.layer_scale");
+  m.layer_scale_init = c.get_float("attention.layer_scale_init");
+  m.causal = true;
+  return m;
+}
+
+}  // namespace attn::train

@@ -1,0 +1,29 @@
+// From a resolved Config to the pieces of an LM run: model hyper-parameters, the token streams
+// and the tokenizer.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "data/tokenizer.h"
+#include "nn/config.h"
+#include "train/config.h"
+
+namespace attn::train {
+
+struct LmData {
+  std::shared_ptr<const std::vector<int32_t>> train, val;
+  std::unique_ptr<data::Tokenizer> tokenizer;  // null for token shards
+  int64_t vocab_size = 0;
+  std::string unit = "char";  // what one token is, for bits-per-unit
+};
+
+// Resolves the config's "auto" values that depend only on the config (sigmoid bias, run dir).
+void resolve_config(Config& c);
+
+// Loads the corpus the config names. `tokenizer_json`, when not empty, restores the run's saved
+// vocabulary (eval and resume) instead of building it from the corpus.
+LmData load_lm_data(const Config& c, const std::string& tokenizer_json = "");
+
+nn::ModelConfig model_config(const Config& c, int64_t vocab_size);
+
+}  // namespace attn::train
