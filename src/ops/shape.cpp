@@ -36,6 +36,14 @@ void copy_rows(char* dst, int64_t dst_stride, const char* src, int64_t src_strid
   for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * dst_stride, src + o * src_stride, len);
 }
 
+// dst[j] = src[j·step] for elements of type W (a same-size stand-in for the real dtype).
+template <class W>
+void gather_row(char* dst, const char* src, int64_t n, int64_t step) {
+  auto* d = reinterpret_cast<W*>(dst);
+  const auto* s = reinterpret_cast<const W*>(src);
+  for (int64_t j = 0; j < n; ++j) d[j] = s[j * step];
+}
+
 Tensor permute_raw(const Tensor& x, const std::vector<int64_t>& dims) {
   check_cpu(x, "permute");
   int64_t d = x.dim();
@@ -61,8 +69,16 @@ Tensor permute_raw(const Tensor& x, const std::vector<int64_t>& dims) {
       rem /= out_shape[k];
     }
     int64_t step = d ? src_stride[d - 1] : 1;
-    for (int64_t j = 0; j < inner; ++j)
-      std::memcpy(dst + (r * inner + j) * es, src + (off + j * step) * es, es);
+    char* out_row = dst + r * inner * es;
+    if (step == 1) {  // the last dim stays last: one contiguous row
+      std::memcpy(out_row, src + off * es, inner * es);
+    } else if (es == 4) {
+      gather_row<uint32_t>(out_row, src + off * es, inner, step);
+    } else if (es == 8) {
+      gather_row<uint64_t>(out_row, src + off * es, inner, step);
+    } else {
+      for (int64_t j = 0; j < inner; ++j) std::memcpy(out_row + j * es, src + (off + j * step) * es, es);
+    }
   });
   return out;
 }

@@ -159,7 +159,9 @@ void backward_tile(const Tile& t, const ConstRows<T>& Q, const ConstRows<T>& K, 
 template <class F>
 void for_each_head(const AttnShape& p, F&& f) {
   int64_t pairs = p.B * p.H;
-#pragma omp parallel for schedule(dynamic) if (pairs > 1)
+  // Below ~32k multiply-adds in all, a parallel region costs more than it saves.
+  bool parallel = pairs > 1 && pairs * p.N * p.M * p.D >= (int64_t{1} << 15);
+#pragma omp parallel for schedule(dynamic) if (parallel)
   for (int64_t bh = 0; bh < pairs; ++bh) f(bh / p.H, bh % p.H, bh * p.N, bh * p.M);
 }
 
