@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "torch_ref.h"
 #include "autograd/node.h"
 #include "models/lm/lm.h"
 #include "optim/adamw.h"
@@ -73,22 +74,6 @@ constexpr double kRtol = 1e-9;
 constexpr double kAtol = 1e-10;
 
 const TensorOptions kF64{DType::F64, Device::cpu()};
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return (v && *v) ? std::string(v) : fallback;
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
 
 json to_json(const Tensor& t) { return json{{"shape", t.shape()}, {"data", t.to_vector()}}; }
 
@@ -275,19 +260,11 @@ struct Reference {
   json models;        // name -> torch's results
 };
 
-bool torch_available(const std::string& py) {
-  std::string cmd = shell_quote(py) + " -c 'import torch' >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
-
 Reference compute_reference() {
   Reference ref;
-  const std::string py = env_or("ATTNLAB_TORCH_PYTHON", "/usr/bin/python3");
-  ref.have_torch = torch_available(py);
+  ref.have_torch = attn::testing::torch_available();
   if (!ref.have_torch) return ref;
-  const fs::path script =
-      fs::path(env_or("ATTNLAB_TEST_DIR", fs::path(__FILE__).parent_path().string())) /
-      "lm_parity_reference.py";
+  const fs::path script = attn::testing::reference_script("lm_parity_reference.py");
   if (!fs::exists(script)) {
     ref.error = "reference script not found: " + script.string();
     return ref;
@@ -323,9 +300,7 @@ Reference compute_reference() {
       return ref;
     }
   }
-  std::string cmd = shell_quote(py) + " " + shell_quote(script.string()) + " " +
-                    shell_quote((dir / "in.json").string()) + " " +
-                    shell_quote((dir / "out.json").string());
+  std::string cmd = attn::testing::reference_command(script, dir / "in.json", dir / "out.json");
   if (std::system(cmd.c_str()) != 0) {
     ref.error = "reference script failed: " + cmd + " (inputs kept in " + dir.string() + ")";
     return ref;
@@ -405,7 +380,7 @@ Worst g_worst;
 
 // ---- the parameterised test ---------------------------------------------------------------
 
-class LmParity : public testing::TestWithParam<Combo> {
+class LmParity : public ::testing::TestWithParam<Combo> {
  public:
   static void TearDownTestSuite() {
     if (g_worst.grad_at.empty()) return;
@@ -421,11 +396,7 @@ TEST_P(LmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   const std::string name = combo_name(c);
   const Reference& ref = reference();
   if (!ref.have_torch)
-    GTEST_SKIP() << "PyTorch is not importable by "
-                 << env_or("ATTNLAB_TORCH_PYTHON", "/usr/bin/python3")
-                 << "; install Debian's python3-torch and libopenblas0-pthread "
-                    "(apt-get install python3-torch libopenblas0-pthread) or set "
-                    "ATTNLAB_TORCH_PYTHON to a python with torch";
+    GTEST_SKIP() << attn::testing::torch_missing_message();
   ASSERT_TRUE(ref.error.empty()) << ref.error;
   ASSERT_TRUE(ref.models.contains(name)) << "torch has no result for " << name;
   const json& r = ref.models.at(name);
@@ -490,7 +461,7 @@ TEST_P(LmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   std::cout << summary.str() << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(AllCombos, LmParity, testing::ValuesIn(make_combos()),
-                         [](const testing::TestParamInfo<Combo>& info) { return combo_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(AllCombos, LmParity, ::testing::ValuesIn(make_combos()),
+                         [](const ::testing::TestParamInfo<Combo>& info) { return combo_name(info.param); });
 
 }  // namespace

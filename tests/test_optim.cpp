@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "torch_ref.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
@@ -36,22 +37,6 @@ namespace {
 const TensorOptions kF64{DType::F64, Device::cpu()};
 
 // ---- helpers ------------------------------------------------------------------------------
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return (v && *v) ? std::string(v) : fallback;
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-bool torch_available(const std::string& py) {
-  std::string cmd = shell_quote(py) + " -c 'import torch' >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
 
 json to_json(const Tensor& t) { return json{{"shape", t.shape()}, {"data", t.to_vector()}}; }
 
@@ -140,13 +125,11 @@ json parity_input(const ParityProblem& pb) {
 }
 
 // Writes IN.json, runs the script, returns OUT.json; fails the test (empty json) on error.
-json run_torch_reference(const json& in, const std::string& py, const fs::path& script) {
+json run_torch_reference(const json& in, const fs::path& script) {
   fs::path dir = fs::temp_directory_path() / ("attnlab_optim_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::ofstream(dir / "in.json") << in.dump();  // doubles are written round-trip exact
-  std::string cmd = shell_quote(py) + " " + shell_quote(script.string()) + " " +
-                    shell_quote((dir / "in.json").string()) + " " +
-                    shell_quote((dir / "out.json").string());
+  std::string cmd = attn::testing::reference_command(script, dir / "in.json", dir / "out.json");
   json out;
   if (std::system(cmd.c_str()) != 0) {
     ADD_FAILURE() << "reference script failed: " << cmd;
@@ -181,19 +164,13 @@ double compare_to_ref(const std::string& what, const Tensor& ours, const json& r
 }
 
 TEST(AdamWTorchParity, TenStepsTwoGroupsScheduledLrAndASkippedParam) {
-  const std::string py = env_or("ATTNLAB_TORCH_PYTHON", "/usr/bin/python3");
-  const fs::path script =
-      fs::path(env_or("ATTNLAB_TEST_DIR", fs::path(__FILE__).parent_path().string())) /
-      "optim_reference.py";
-  if (!torch_available(py))
-    GTEST_SKIP() << "PyTorch is not importable by " << py
-                 << "; install Debian's python3-torch and libopenblas0-pthread "
-                    "(apt-get install python3-torch libopenblas0-pthread) or set "
-                    "ATTNLAB_TORCH_PYTHON to a python with torch";
+  const fs::path script = attn::testing::reference_script("optim_reference.py");
+  if (!attn::testing::torch_available())
+    GTEST_SKIP() << attn::testing::torch_missing_message();
   ASSERT_TRUE(fs::exists(script)) << "reference script not found: " << script;
 
   ParityProblem pb = make_parity_problem();
-  json ref = run_torch_reference(parity_input(pb), py, script);
+  json ref = run_torch_reference(parity_input(pb), script);
   ASSERT_TRUE(ref.contains("params")) << "no reference output";
   ASSERT_EQ(ref["params"].size(), static_cast<size_t>(kSteps));
 
@@ -374,7 +351,7 @@ ParamList copy_params(const ParamList& ps) {
   return out;
 }
 
-class AdamWCheckpoint : public testing::TestWithParam<DType> {};
+class AdamWCheckpoint : public ::testing::TestWithParam<DType> {};
 
 TEST_P(AdamWCheckpoint, SaveLoadContinueIsBitIdentical) {
   const AdamWConfig cfg{.lr = 0.01, .weight_decay = 0.1};
@@ -396,7 +373,7 @@ TEST_P(AdamWCheckpoint, SaveLoadContinueIsBitIdentical) {
         << straight.params()[i].name << " differs after resuming";
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, AdamWCheckpoint, testing::Values(DType::F32, DType::F64),
+INSTANTIATE_TEST_SUITE_P(Dtypes, AdamWCheckpoint, ::testing::Values(DType::F32, DType::F64),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 // Saves the state of an optimizer over fresh_params(F64) after two steps.

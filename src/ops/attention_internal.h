@@ -12,4 +12,8 @@ struct AttnDims {
 AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
                               const AttentionSpec& spec);
 
+// attention() on CUDA tensors (bf16): the flash kernels (ops/attention_cuda.cpp).
+AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
+                            const AttentionSpec& spec, const AttnDims& d);
+
 }  // namespace attn

@@ -2,6 +2,7 @@
 #include <stdexcept>
 
 #include "backend/cuda/cuda_api.h"
+#include "backend/cuda/flash_attention.h"
 
 namespace attn::cuda {
 
@@ -16,5 +17,15 @@ void device_free(void*, int) {}
 void copy(void*, bool, const void*, bool, size_t) { no_cuda(); }
 void fill_uniform_f32(float*, int64_t, uint64_t, uint64_t, float, float, int) { no_cuda(); }
 void fill_normal_f32(float*, int64_t, uint64_t, uint64_t, float, float, int) { no_cuda(); }
+bool flash_attention_supports_head_dim(int64_t D) { return D == 64 || D == 128; }
+void flash_attention_forward(const FlashAttnConfig&, const bf16*, const bf16*, const bf16*, bf16*,
+                             float*) {
+  no_cuda();
+}
+void flash_attention_backward(const FlashAttnConfig&, const bf16*, const bf16*, const bf16*,
+                              const bf16*, const float*, const bf16*, bf16*, bf16*, bf16*, float*,
+                              float*) {
+  no_cuda();
+}
 
 }  // namespace attn::cuda

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# GPU check in two halves, for a project built where there is no GPU and run where there is one
+# (CUDA 13, PyTorch and CMake, but no Debian packages).
+#
+#   scripts/gpu-check.sh          here: build with CUDA on (sm_90a + sm_80) into build-gpu/ and
+#                                 gather gpu-bundle/ (< 64 MiB): every gpu-labelled test binary,
+#                                 attnlab, and the shared libraries a bare CUDA machine lacks
+#                                 (yaml-cpp, fmt, spdlog, gomp, libstdc++, cudart, ... found with
+#                                 ldd; never libcuda, the driver's). cuBLAS is too large to carry
+#                                 (~0.5 GiB); --run takes it from the machine's CUDA toolkit or
+#                                 PyTorch's nvidia wheels.
+#   scripts/gpu-check.sh --run    on the GPU machine, from the repository root with gpu-bundle/
+#                                 beside it: runs every test binary in the bundle, then
+#                                 `attnlab bench attention` and scripts/bench_vs_torch.py, and
+#                                 writes a short report to $OUT/report.md (./gpu-report.md when
+#                                 $OUT is unset), full logs next to it. Exit 1 if a test failed.
+# Environment: ATTNLAB_GPU_BUNDLE (default gpu-bundle), ATTNLAB_GPU_BUILD_DIR (default
+# build-gpu), JOBS (build parallelism, default nproc), GPU_CHECK_SKIP_BENCH=1 (tests only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUNDLE=${ATTNLAB_GPU_BUNDLE:-$ROOT/gpu-bundle}
+BUILD=${ATTNLAB_GPU_BUILD_DIR:-$ROOT/build-gpu}
+LIMIT_BYTES=$((64 * 1024 * 1024))
+
+# Libraries every Linux machine with a CUDA driver has (glibc, the loader, the driver itself),
+# and cuBLAS (found on the GPU machine instead).
+skip_lib() {
+  case "$(basename "$1")" in
+    linux-vdso* | ld-linux* | libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | \
+      libresolv.so* | libutil.so* | libcuda.so* | libnvidia*.so* | libcublas.so* | libcublasLt.so*)
+      return 0 ;;
+  esac
+  return 1
+}
+
+build_bundle() {
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTNLAB_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="90a;80"
+  cmake --build "$BUILD" -j "${JOBS:-$(nproc)}"
+
+  local tests
+  tests=$(cd "$BUILD" && ctest -N -L gpu | sed -n 's/^ *Test *#[0-9]*: *//p')
+  [ -n "$tests" ] || { echo "gpu-check: no gpu-labelled tests found in $BUILD" >&2; exit 1; }
+  rm -rf "$BUNDLE"
+  mkdir -p "$BUNDLE/bin" "$BUNDLE/tests" "$BUNDLE/lib"
+  cp "$BUILD/src/attnlab" "$BUNDLE/bin/"
+  for t in $tests; do cp "$BUILD/tests/$t" "$BUNDLE/tests/"; done
+  strip --strip-unneeded "$BUNDLE"/bin/* "$BUNDLE"/tests/* 2>/dev/null || true
+
+  local lib
+  for f in "$BUNDLE"/bin/* "$BUNDLE"/tests/*; do
+    ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3}'
+  done | sort -u | while read -r lib; do
+    skip_lib "$lib" && continue
+    cp -L "$lib" "$BUNDLE/lib/$(basename "$lib")"
+  done
+  # Libraries loaded by the bundled ones (one more level is enough for these).
+  for f in "$BUNDLE"/lib/*; do
+    ldd "$f" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $3}'
+  done | sort -u | while read -r lib; do
+    skip_lib "$lib" && continue
+    [ -e "$BUNDLE/lib/$(basename "$lib")" ] || cp -L "$lib" "$BUNDLE/lib/$(basename "$lib")"
+  done
+
+  git rev-parse HEAD > "$BUNDLE/COMMIT" 2>/dev/null || true
+  echo "$tests" > "$BUNDLE/TESTS"
+  local bytes
+  bytes=$(du -sb "$BUNDLE" | cut -f1)
+  echo "gpu-check: bundle $BUNDLE: $((bytes / 1024 / 1024)) MiB"
+  du -ah "$BUNDLE" | sort -h | tail -n 12
+  if [ "$bytes" -ge "$LIMIT_BYTES" ]; then
+    echo "gpu-check: the bundle is over 64 MiB" >&2
+    exit 1
+  fi
+  echo "gpu-check: ready. On the GPU machine: bash scripts/gpu-check.sh --run (carry gpu-bundle)"
+}
+
+# Directories holding libcublas / libcudart on the GPU machine: the toolkit, then PyTorch's wheels.
+cuda_lib_dirs() {
+  local d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
+    [ -e "$d/libcublas.so.13" ] && printf ':%s' "$d"
+  done
+  if command -v python3 >/dev/null; then
+    python3 - <<'PY' 2>/dev/null || true
+import glob, os, site
+roots = list(site.getsitepackages()) + [site.getusersitepackages()]
+dirs = sorted({os.path.dirname(f) for r in roots
+               for f in glob.glob(os.path.join(r, "nvidia", "**", "libcublas*.so*"), recursive=True)})
+print("".join(":" + d for d in dirs), end="")
+PY
+  fi
+}
+
+run_bundle() {
+  [ -d "$BUNDLE/tests" ] || { echo "gpu-check: no bundle at $BUNDLE (build it first, then carry it)" >&2; exit 1; }
+  local outdir report logs
+  if [ -n "${OUT:-}" ]; then
+    outdir=$OUT
+    report=$OUT/report.md
+  else
+    outdir=$ROOT
+    report=$ROOT/gpu-report.md
+  fi
+  logs=$outdir/gpu-logs
+  mkdir -p "$logs"
+  local cuda_dirs
+  cuda_dirs=$(cuda_lib_dirs)
+  export LD_LIBRARY_PATH="$BUNDLE/lib$cuda_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export ATTNLAB_TEST_DIR=$ROOT/tests OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+
+  local failed=0
+  {
+    echo "# GPU check"
+    echo
+    echo "- commit: $(cat "$BUNDLE/COMMIT" 2>/dev/null || echo unknown), run $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not available')"
+    local missing
+    missing=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/tests/*; do ldd "$f" | grep 'not found' || true; done | sort -u)
+    [ -n "$missing" ] && echo "- missing libraries: $(echo "$missing" | tr '\n' ' ')"
+    echo
+    echo "## Tests"
+    echo
+    echo "| binary | result |"
+    echo "|---|---|"
+  } > "$report"
+
+  local t name rc summary
+  for t in "$BUNDLE"/tests/*; do
+    name=$(basename "$t")
+    set +e
+    timeout 1800 "$t" --gtest_color=no > "$logs/$name.log" 2>&1
+    rc=$?
+    set -e
+    summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$logs/$name.log" | tr '\n' ' ')
+    if [ $rc -ne 0 ]; then
+      failed=1
+      echo "| $name | **exit $rc** $summary |" >> "$report"
+      grep -E '^\[  FAILED  \] ' "$logs/$name.log" | head -n 20 | sed 's/^/    /' >> "$report" || true
+      tail -n 15 "$logs/$name.log" | sed 's/^/    /' >> "$report"
+    else
+      echo "| $name | ok: $summary |" >> "$report"
+    fi
+  done
+
+  if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+    {
+      echo
+      echo "## attnlab bench attention"
+      echo
+    } >> "$report"
+    set +e
+    timeout 1200 "$BUNDLE/bin/attnlab" bench attention > "$logs/bench_attention.log" 2>&1
+    rc=$?
+    set -e
+    cat "$logs/bench_attention.log" >> "$report"
+    [ $rc -eq 0 ] || echo "(exit $rc)" >> "$report"
+    {
+      echo
+      echo "## scripts/bench_vs_torch.py"
+      echo
+    } >> "$report"
+    set +e
+    timeout 1800 python3 scripts/bench_vs_torch.py --attnlab "$BUNDLE/bin/attnlab" > "$logs/bench_vs_torch.log" 2>&1
+    rc=$?
+    set -e
+    cat "$logs/bench_vs_torch.log" >> "$report"
+    [ $rc -eq 0 ] || echo "(exit $rc)" >> "$report"
+  fi
+  echo "gpu-check: report in $report"
+  cat "$report"
+  return $failed
+}
+
+case "${1:-}" in
+  "") build_bundle ;;
+  --run) run_bundle ;;
+  *) echo "usage: scripts/gpu-check.sh [--run]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,43 @@
+// Host launchers of the flash-attention kernels (kernels/flash_attention.cuh): bf16 q, k, v, o,
+// f32 lse, raw device pointers, all work on cudaStreamPerThread (the stream the tensor allocator
+// and copies use). Plain C++: included by CPU code too. In a CPU-only build cuda_stub.cpp
+// defines these to throw.
+#pragma once
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace attn::cuda {
+
+enum class FlashVariant { Softmax, Sigmoid, Softmax1 };
+
+// One call's shapes and options. All pointers are device memory.
+struct FlashAttnConfig {
+  int64_t B = 0, H = 0;  // batch, heads
+  int64_t N = 0, M = 0;  // queries, keys
+  int64_t D = 0;         // head dim: 64 or 128
+  FlashVariant variant = FlashVariant::Softmax;
+  float scale = 0;         // s in s·q·k; must be finite and non-zero (the op passes 1/sqrt(D))
+  float sigmoid_bias = 0;  // b in σ(s·q·k + b)
+  bool causal = false;     // key j visible to query i iff j <= i + (M - N)
+  const int32_t* key_len = nullptr;      // [B]: keys >= key_len[b] masked; null: no padding
+  const float* alibi_slopes = nullptr;   // [H]: adds -slope·|i + (M - N) - j|; null: no ALiBi
+  int device = 0;
+};
+
+bool flash_attention_supports_head_dim(int64_t D);
+
+// q [B, H, N, D], k, v [B, H, M, D] -> o [B, H, N, D]; lse [B, H, N] (natural log, f32) for the
+// softmax family (ignored for sigmoid, may be null). Rows that see no key: o = 0; lse = -inf
+// (softmax) or 0 (softmax_1).
+void flash_attention_forward(const FlashAttnConfig& c, const bf16* q, const bf16* k, const bf16* v,
+                             bf16* o, float* lse);
+
+// Gradients dq, dk, dv (overwritten) from dout = dL/do. o and lse are the forward's outputs (both
+// unused for sigmoid, may be null). Scratch: dq_accum [B, H, N, D] f32 always; dsum [B, H, N] f32
+// for the softmax family (may be null for sigmoid).
+void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf16* k,
+                              const bf16* v, const bf16* o, const float* lse, const bf16* dout,
+                              bf16* dq, bf16* dk, bf16* dv, float* dq_accum, float* dsum);
+
+}  // namespace attn::cuda

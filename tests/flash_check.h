@@ -1,0 +1,159 @@
+// Shared by the flash-attention tests (the CUDA kernels through the op on a GPU, and the same
+// kernels run by the CPU emulation): test cases, inputs, the f64 CPU reference and the bf16
+// tolerance.
+//
+// Tolerance. Inputs are identical on both sides (values exactly representable in bf16), so the
+// only differences are the kernels' own roundings: P (and dS in the backward) rounded to bf16
+// before the second MMA, outputs rounded to bf16, D = rowsum(dO∘O) from the bf16 O, f32
+// accumulation, ex2.approx / rcp.approx (≤ 2 ulp f32). bf16 has unit roundoff u = 2^-9 ≈ 2e-3;
+// each of those roundings is ≤ u relative to a term and they average out over the sums, so the
+// error measured against the largest entry of the tensor stays at a few u. We accept
+//     max_i |got_i − want_i| ≤ 1e-2 · max_i |want_i|   (normalised max error, ≈ 5u)
+// for O, dQ, dK, dV (1e-2 is also TransformerEngine's bf16 rtol), and |Δlse| ≤ 2e-3 (lse is
+// computed in f32 from exact inputs). A wrong mask, a missing rescale or an off-by-one row
+// gives errors of order 0.1–1 on these inputs. −∞ must match exactly, NaN never passes.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace attn::testing {
+
+constexpr double kFlashTolOut = 1e-2;   // O, dq, dk, dv: normalised max error
+constexpr double kFlashTolLse = 2e-3;   // lse: absolute
+constexpr double kFlashSigmoidBias = -2.0;
+
+struct FlashCase {
+  AttentionVariant variant = AttentionVariant::Softmax;
+  int64_t D = 64, B = 1, H = 1, N = 1, M = 1;
+  bool causal = false, padding = false, alibi = false;
+  uint64_t seed = 1;
+  std::string name() const {
+    return std::string(variant_name(variant)) + " d" + std::to_string(D) + " " +
+           std::to_string(B) + "x" + std::to_string(H) + " N" + std::to_string(N) + " M" +
+           std::to_string(M) + (causal ? " causal" : "") + (padding ? " padding" : "") +
+           (alibi ? " alibi" : "");
+  }
+};
+
+// Key lengths with a partial last tile, a tiny one (most key tiles all padding), a middle one
+// and a full one.
+inline std::vector<int64_t> flash_key_lengths(int64_t B, int64_t M) {
+  std::vector<int64_t> len;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t pick[4] = {M - 13, 5, M / 2 + 7, M};
+    len.push_back(std::clamp<int64_t>(pick[b % 4], 1, M));
+  }
+  return len;
+}
+
+inline std::vector<double> flash_alibi_slopes(int64_t H) {  // 2^(-8(h+1)/H), as in the paper
+  std::vector<double> s;
+  for (int64_t h = 0; h < H; ++h) s.push_back(std::exp2(-8.0 * static_cast<double>(h + 1) / H));
+  return s;
+}
+
+struct FlashInputs {
+  Tensor q, k, v, dout;  // f64 on the CPU, every value exactly a bf16
+  AttentionSpec spec;
+};
+
+inline Tensor bf16_exact(const Tensor& x) { return x.to(DType::BF16).to(DType::F64); }
+
+inline FlashInputs make_flash_inputs(const FlashCase& c) {
+  FlashInputs in;
+  in.q = bf16_exact(rand_tensor({c.B, c.H, c.N, c.D}, c.seed, -2, 2));
+  in.k = bf16_exact(rand_tensor({c.B, c.H, c.M, c.D}, c.seed + 1, -2, 2));
+  in.v = bf16_exact(rand_tensor({c.B, c.H, c.M, c.D}, c.seed + 2, -1, 1));
+  in.dout = bf16_exact(rand_tensor({c.B, c.H, c.N, c.D}, c.seed + 3, -1, 1));
+  in.spec.variant = c.variant;
+  in.spec.causal = c.causal;
+  in.spec.sigmoid_bias = kFlashSigmoidBias;
+  if (c.padding) in.spec.key_padding_lengths = flash_key_lengths(c.B, c.M);
+  if (c.alibi) in.spec.alibi_slopes = flash_alibi_slopes(c.H);
+  return in;
+}
+
+struct FlashOutputs {
+  Tensor o, lse, dq, dk, dv;  // lse undefined for sigmoid
+};
+
+// The CPU fused op in f64 and its backward with seed dout.
+inline FlashOutputs flash_reference(const FlashInputs& in) {
+  Tensor q = in.q.clone().set_requires_grad(true);
+  Tensor k = in.k.clone().set_requires_grad(true);
+  Tensor v = in.v.clone().set_requires_grad(true);
+  AttentionOut r = attention(q, k, v, in.spec);
+  r.out.backward(in.dout);
+  return {r.out.detach(), r.lse, q.grad(), k.grad(), v.grad()};
+}
+
+// max |got − want| / max |want| ≤ tol; −∞ must match exactly; NaN in got fails.
+inline ::testing::AssertionResult close_normalised(const std::vector<double>& got,
+                                                   const std::vector<double>& want, double tol,
+                                                   const std::string& what) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << what << ": " << got.size() << " values, want "
+                                         << want.size();
+  double scale = 0, worst = 0;
+  size_t at = 0;
+  for (double w : want)
+    if (std::isfinite(w)) scale = std::max(scale, std::abs(w));
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]))
+      return ::testing::AssertionFailure() << what << ": NaN at flat index " << i;
+    if (std::isinf(want[i]) || std::isinf(got[i])) {
+      if (got[i] != want[i])
+        return ::testing::AssertionFailure() << what << ": " << got[i] << " at flat index " << i
+                                             << ", want " << want[i];
+      continue;
+    }
+    const double err = std::abs(got[i] - want[i]);
+    if (err > worst) worst = err, at = i;
+  }
+  const double norm = scale > 0 ? worst / scale : worst;
+  if (std::getenv("ATTNLAB_TEST_VERBOSE"))
+    std::printf("  %-60s normalised max error %.2e\n", what.c_str(), norm);
+  if (norm <= tol) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": normalised max error " << norm << " > " << tol
+                                       << " at flat index " << at << " (got " << got[at]
+                                       << ", want " << want[at] << ", max |want| " << scale << ")";
+}
+
+inline ::testing::AssertionResult close_abs(const std::vector<double>& got,
+                                            const std::vector<double>& want, double atol,
+                                            const std::string& what) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << what << ": " << got.size() << " values, want "
+                                         << want.size();
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool ok = (std::isinf(want[i]) || std::isinf(got[i])) ? got[i] == want[i]
+                                                                  : std::abs(got[i] - want[i]) <= atol;
+    if (!ok)
+      return ::testing::AssertionFailure() << what << ": got " << got[i] << " at flat index " << i
+                                           << ", want " << want[i] << " (atol " << atol << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Checks every output of a flash run against the reference.
+inline void expect_flash_matches(const FlashCase& c, const FlashOutputs& want,
+                                 const std::vector<double>& o, const std::vector<double>& lse,
+                                 const std::vector<double>& dq, const std::vector<double>& dk,
+                                 const std::vector<double>& dv) {
+  const std::string n = c.name();
+  EXPECT_TRUE(close_normalised(o, want.o.to_vector(), kFlashTolOut, n + " O"));
+  if (c.variant != AttentionVariant::Sigmoid) {
+    EXPECT_TRUE(close_abs(lse, want.lse.to_vector(), kFlashTolLse, n + " lse"));
+  }
+  EXPECT_TRUE(close_normalised(dq, want.dq.to_vector(), kFlashTolOut, n + " dq"));
+  EXPECT_TRUE(close_normalised(dk, want.dk.to_vector(), kFlashTolOut, n + " dk"));
+  EXPECT_TRUE(close_normalised(dv, want.dv.to_vector(), kFlashTolOut, n + " dv"));
+}
+
+}  // namespace attn::testing

@@ -1,0 +1,177 @@
+// The flash-attention kernels through the attention op on CUDA tensors (label gpu), against the
+// f64 CPU op on the same bf16-rounded inputs: forward O and lse, and dq, dk, dv from the recorded
+// backward. Every variant × mask {full, causal, key padding, causal + padding} × ALiBi {off, on}
+// × head dim {64, 128}, on ragged shapes (N, M not multiples of the tiles, N < M and N > M, small
+// and large batch × heads) and on exact tile multiples. Tolerances: tests/flash_check.h.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "flash_check.h"
+
+using namespace attn;
+using namespace attn::testing;
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available_for_tests()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped"
+
+namespace {
+
+struct GpuRun {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+
+Tensor on_gpu(const Tensor& x, bool grad) {
+  Tensor t = x.to(DType::BF16).to(Device::cuda(0));
+  if (grad) t.set_requires_grad(true);
+  return t;
+}
+
+GpuRun run_gpu(const FlashInputs& in) {
+  Tensor q = on_gpu(in.q, true), k = on_gpu(in.k, true), v = on_gpu(in.v, true);
+  AttentionOut r = attention(q, k, v, in.spec);
+  EXPECT_TRUE(r.out.device().is_cuda());
+  EXPECT_EQ(r.out.dtype(), DType::BF16);
+  GpuRun g;
+  if (r.lse.defined()) {
+    EXPECT_TRUE(r.lse.device().is_cuda());
+    EXPECT_EQ(r.lse.dtype(), DType::F32);
+    EXPECT_EQ(r.lse.shape(), (Shape{q.size(0), q.size(1), q.size(2)}));
+    g.lse = r.lse.to_vector();
+  }
+  r.out.backward(on_gpu(in.dout, false));
+  g.o = r.out.to_vector();
+  g.dq = q.grad().to_vector();
+  g.dk = k.grad().to_vector();
+  g.dv = v.grad().to_vector();
+  return g;
+}
+
+void check_case(const FlashCase& c) {
+  SCOPED_TRACE(c.name());
+  FlashInputs in = make_flash_inputs(c);
+  FlashOutputs want = flash_reference(in);
+  GpuRun got = run_gpu(in);
+  expect_flash_matches(c, want, got.o, got.lse, got.dq, got.dk, got.dv);
+}
+
+enum class Mask { Full, Causal, Padding, CausalPadding };
+
+struct MatrixParam {
+  AttentionVariant variant;
+  Mask mask;
+  bool alibi;
+  int64_t D;
+};
+
+std::string param_name(const ::testing::TestParamInfo<MatrixParam>& info) {
+  const MatrixParam& p = info.param;
+  const char* masks[] = {"full", "causal", "padding", "causal_padding"};
+  return std::string(variant_name(p.variant)) + "_" + masks[static_cast<int>(p.mask)] +
+         (p.alibi ? "_alibi" : "") + "_d" + std::to_string(p.D);
+}
+
+std::vector<MatrixParam> all_params() {
+  std::vector<MatrixParam> ps;
+  for (AttentionVariant v :
+       {AttentionVariant::Softmax, AttentionVariant::Sigmoid, AttentionVariant::Softmax1})
+    for (Mask m : {Mask::Full, Mask::Causal, Mask::Padding, Mask::CausalPadding})
+      for (bool alibi : {false, true})
+        for (int64_t D : {64, 128}) ps.push_back({v, m, alibi, D});
+  return ps;
+}
+
+class GpuAttention : public ::testing::TestWithParam<MatrixParam> {};
+
+}  // namespace
+
+TEST_P(GpuAttention, MatchesTheCpuOp) {
+  SKIP_WITHOUT_GPU();
+  const MatrixParam& p = GetParam();
+  const bool causal = p.mask == Mask::Causal || p.mask == Mask::CausalPadding;
+  const bool padding = p.mask == Mask::Padding || p.mask == Mask::CausalPadding;
+  struct Shape4 {
+    int64_t B, H, N, M;
+  };
+  // Small batch × heads with N < M and N > M (causal: rows with no visible key), large
+  // batch × heads, exact tile multiples (the unmasked fast path when full), and
+  // N = M = 129 and N = 64, M = 129 (causal: the last visible key, the first query that sees
+  // a key tile, right at tile edges).
+  for (Shape4 s : {Shape4{1, 2, 77, 200}, Shape4{2, 1, 200, 77}, Shape4{3, 16, 136, 100},
+                   Shape4{2, 2, 256, 256}, Shape4{1, 3, 129, 129}, Shape4{1, 1, 64, 129}})
+    check_case({p.variant, p.D, s.B, s.H, s.N, s.M, causal, padding, p.alibi,
+                static_cast<uint64_t>(s.N * 7 + s.M)});
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, GpuAttention, ::testing::ValuesIn(all_params()), param_name);
+
+// Many K/V and query tiles per CTA (the pipelines' steady state), every variant, d = 128.
+TEST(GpuAttentionLong, ThousandTokensCausalAlibi) {
+  SKIP_WITHOUT_GPU();
+  for (AttentionVariant v :
+       {AttentionVariant::Softmax, AttentionVariant::Sigmoid, AttentionVariant::Softmax1})
+    check_case({v, 128, 1, 2, 1000, 1000, true, false, true, 7});
+}
+
+// softmax_1 on short rows of negative logits: lse = ln(1 + Σ e^x) > 0 though every x < 0; a
+// kernel without the +1 gives lse < 0 here.
+TEST(GpuAttentionSoftmax1, ShortRowsOfNegativeLogits) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t D : {64, 128}) {
+    FlashCase c{AttentionVariant::Softmax1, D, 1, 2, 3, 3, true, false, false, 41};
+    FlashInputs in = make_flash_inputs(c);
+    in.q = bf16_exact(mul(in.q, in.q));               // q >= 0
+    in.k = bf16_exact(mul(mul(in.k, in.k), -1.0));    // k <= 0: every logit < 0
+    FlashOutputs want = flash_reference(in);
+    GpuRun got = run_gpu(in);
+    expect_flash_matches(c, want, got.o, got.lse, got.dq, got.dk, got.dv);
+    for (double l : got.lse) {
+      EXPECT_GT(l, 0.0);
+      EXPECT_LT(l, std::log(4.0));
+    }
+  }
+}
+
+// Rows with no visible key (causal with N > M; a batch whose key length is 0): O = 0 exactly,
+// lse = −∞ (softmax) or 0 (softmax_1), no NaN anywhere, zero gradients for those rows.
+TEST(GpuAttentionMasks, FullyMaskedRowsGiveZerosNotNaN) {
+  SKIP_WITHOUT_GPU();
+  for (AttentionVariant var :
+       {AttentionVariant::Softmax, AttentionVariant::Sigmoid, AttentionVariant::Softmax1})
+    for (int64_t D : {64, 128}) {
+      FlashCase c{var, D, 2, 1, 90, 20, true, true, false, 51};
+      FlashInputs in = make_flash_inputs(c);
+      in.spec.key_padding_lengths = {0, 20};
+      FlashOutputs want = flash_reference(in);
+      GpuRun got = run_gpu(in);
+      expect_flash_matches(c, want, got.o, got.lse, got.dq, got.dk, got.dv);
+      const int64_t per_batch = c.N * D;
+      for (int64_t i = 0; i < per_batch; ++i) {
+        ASSERT_EQ(got.o[i], 0.0) << c.name() << " batch 0, flat " << i;
+        ASSERT_EQ(got.dq[i], 0.0) << c.name() << " batch 0, flat " << i;
+      }
+      for (int64_t i = 0; i < 70 * D; ++i) ASSERT_EQ(got.o[per_batch + i], 0.0) << c.name();
+      if (var != AttentionVariant::Sigmoid) {
+        for (int64_t i = 0; i < c.N; ++i)
+          EXPECT_EQ(got.lse[i], var == AttentionVariant::Softmax ? -INFINITY : 0.0) << c.name();
+      }
+    }
+}
+
+TEST(GpuAttentionErrors, UnsupportedHeadDimAndDtypeAreClear) {
+  SKIP_WITHOUT_GPU();
+  Tensor q32 = on_gpu(rand_tensor({1, 1, 8, 32}, 1), false);
+  try {
+    attention(q32, q32, q32, {});
+    FAIL() << "head dim 32 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("head dim 32"), std::string::npos) << e.what();
+  }
+  Tensor f32 = rand_tensor({1, 1, 8, 64}, 1, -1, 1, DType::F32).to(Device::cuda(0));
+  try {
+    attention(f32, f32, f32, {});
+    FAIL() << "f32 CUDA tensors accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+  }
+}
