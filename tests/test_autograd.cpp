@@ -130,3 +130,12 @@ TEST(Autograd, DeepGraphWithoutBackwardIsFreedWithoutRecursion) {
   }  // destroying 2·10⁵ nodes recursively would overflow an 8 MiB stack
   EXPECT_TRUE(x.requires_grad());
 }
+
+TEST(Autograd, LeafGradientsNeverShareStorage) {
+  // add's backward passes the same g to both inputs; in-place updates of one leaf's gradient
+  // (clipping, optimizers) must not reach the other's.
+  Tensor a = leaf({1.0, 2.0}, {2}), b = leaf({3.0, 4.0}, {2});
+  sum(mul(add(a, b), 2.0)).backward();
+  a.grad().data<double>()[0] = 100;
+  EXPECT_EQ(b.grad().to_vector(), (std::vector<double>{2.0, 2.0}));
+}

@@ -47,7 +47,9 @@ void accumulate(std::unordered_map<TensorImpl*, Tensor>& grads, TensorImpl* t, c
 }
 
 void finish_leaf(TensorImpl* leaf, const Tensor& g) {
-  Tensor total = leaf->grad ? add(Tensor(leaf->grad), g) : g.detach();
+  // A fresh tensor: g may share storage with another leaf's gradient (add's backward hands the
+  // same g to both inputs), and optimizers and clipping update .grad() in place.
+  Tensor total = leaf->grad ? add(Tensor(leaf->grad), g) : g.clone();
   leaf->grad = total.impl_ptr();
   for (auto& hook : leaf->grad_ready_hooks) hook(total);
 }

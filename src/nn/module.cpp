@@ -29,6 +29,16 @@ int64_t Module::parameter_count() const {
   return n;
 }
 
+void Module::to(Device device) {
+  for (Param& p : params_) {
+    TensorImpl& impl = p.value.impl();
+    if (impl.storage->device() == device) continue;
+    impl.storage = p.value.to(device).impl().storage;
+    impl.grad.reset();
+  }
+  for (auto& [name, child] : children_) child->to(device);
+}
+
 void Module::set_training(bool on) {
   training_ = on;
   for (auto& [name, child] : children_) child->set_training(on);

@@ -22,6 +22,11 @@ class Module {
   int64_t parameter_count() const;
   void set_training(bool on);
   bool training() const { return training_; }
+  // Moves every parameter of the tree to `device`, in place: each parameter keeps its identity
+  // (the TensorImpl the module's members share) and stays a leaf that requires grad; its
+  // storage is replaced by a copy on the device and its gradient dropped. Tensors that are not
+  // parameters (e.g. DecoderLM's sinusoidal table) are not moved. Build optimizers afterwards.
+  void to(Device device);
 
  protected:
   // The tensor becomes a leaf that requires grad.

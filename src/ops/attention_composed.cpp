@@ -14,8 +14,9 @@ namespace attn {
 
 namespace {
 
-// ALiBi bias and the mask (1 = hidden), both [B, H, N, M], as constants.
-void bias_and_mask(const AttnDims& d, const AttentionSpec& spec, DType dt, Tensor& bias, Tensor& mask) {
+// ALiBi bias and the mask (1 = hidden), both [B, H, N, M], as constants on `dev`.
+void bias_and_mask(const AttnDims& d, const AttentionSpec& spec, DType dt, Device dev, Tensor& bias,
+                   Tensor& mask) {
   std::vector<double> bv(d.B * d.H * d.N * d.M, 0.0), mv(bv.size(), 0.0);
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < d.H; ++h)
@@ -30,8 +31,8 @@ void bias_and_mask(const AttnDims& d, const AttentionSpec& spec, DType dt, Tenso
             bv[at] = -spec.alibi_slopes[h] * std::abs(static_cast<double>(qpos - j));
         }
   Shape s{d.B, d.H, d.N, d.M};
-  bias = from_vector(bv, s, {dt});
-  mask = from_vector(mv, s, {dt});
+  bias = from_vector(bv, s, {dt, dev});
+  mask = from_vector(mv, s, {dt, dev});
 }
 
 }  // namespace
@@ -39,7 +40,7 @@ void bias_and_mask(const AttnDims& d, const AttentionSpec& spec, DType dt, Tenso
 Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
   AttnDims d = check_attention_args(q, k, v, spec);
   Tensor bias, mask;
-  bias_and_mask(d, spec, q.dtype(), bias, mask);
+  bias_and_mask(d, spec, q.dtype(), q.device(), bias, mask);
   Tensor s = add(mul(matmul(q, k, false, true), d.scale), bias);
   const double neg_inf = -std::numeric_limits<double>::infinity();
   Tensor p;
@@ -48,7 +49,7 @@ Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v, con
       p = softmax(masked_fill(s, mask, neg_inf));
       break;
     case AttentionVariant::Softmax1: {
-      Tensor zero_logit = zeros({d.B, d.H, d.N, 1}, {q.dtype()});
+      Tensor zero_logit = zeros({d.B, d.H, d.N, 1}, {q.dtype(), q.device()});
       p = slice(softmax(concat({masked_fill(s, mask, neg_inf), zero_logit}, 3)), 3, 0, d.M);
       break;
     }

@@ -1,5 +1,6 @@
 // y = x ∘ keep / (1 - p), keep_i = [Philox_uniform(seed, offset + i) >= p];  dx = g ∘ keep / (1 - p)
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 #include "tensor/philox.h"
@@ -9,6 +10,12 @@ namespace attn {
 namespace {
 
 Tensor apply_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+  if (x.device().is_cuda()) {
+    check_cuda_float(x, "dropout");
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    cuda::dropout(x.dtype(), x.raw_data(), y.raw_data(), x.numel(), p, seed, offset, x.device().index);
+    return y;
+  }
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), "dropout", [&](auto tag) {
     using T = decltype(tag);
@@ -28,7 +35,8 @@ Tensor apply_mask(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   if (p < 0 || p >= 1) throw std::invalid_argument("dropout: p must be in [0, 1), got " + std::to_string(p));
   if (!training || p == 0) return x;
-  check_cpu(x, "dropout");
+  if (x.device().is_cuda()) check_cuda_float(x, "dropout");
+  else check_cpu(x, "dropout");
   uint64_t seed = gen.seed, offset = gen.take(x.numel());
   Tensor y = apply_mask(x, p, seed, offset);
   return autograd::record(OpId::Dropout, y, {x}, [p, seed, offset](const Tensor& g) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -91,8 +92,26 @@ void for_each_broadcast(const Shape& out, const std::vector<int64_t>& sa,
 
 enum class BinOp { Add, Sub, Mul, Div };
 
+cuda::BinaryOp cuda_binop(BinOp op) {
+  switch (op) {
+    case BinOp::Add: return cuda::BinaryOp::Add;
+    case BinOp::Sub: return cuda::BinaryOp::Sub;
+    case BinOp::Mul: return cuda::BinaryOp::Mul;
+    case BinOp::Div: return cuda::BinaryOp::Div;
+  }
+  throw std::logic_error("binary op: bad op");
+}
+
 Tensor binary_forward(BinOp op, const Tensor& a, const Tensor& b, const char* name) {
   check_same_kind(a, b, name);
+  if (a.device().is_cuda()) {
+    check_cuda_float(a, name);
+    Shape out_shape = broadcast_shapes(a.shape(), b.shape(), name);
+    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+    cuda::binary(cuda_binop(op), a.dtype(), a.raw_data(), a.shape(), b.raw_data(), b.shape(),
+                 out.raw_data(), out_shape, a.device().index);
+    return out;
+  }
   check_cpu(a, name);
   Shape out_shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(out_shape, a.dtype());
@@ -120,10 +139,47 @@ Tensor binary_forward(BinOp op, const Tensor& a, const Tensor& b, const char* na
   return out;
 }
 
+// sum_to_shape on the device: each run of neighbouring dims that broadcasting expanded is one
+// axis reduction (x [outer, n, inner] -> [outer, inner]); [B, T, D] -> [D] is a single one.
+Tensor sum_to_shape_cuda(const Tensor& g, const Shape& shape) {
+  check_cuda_float(g, "sum_to_shape");
+  const Shape& gs = g.shape();
+  const size_t d = gs.size();
+  if (shape.size() > d) throw std::invalid_argument("sum_to_shape: " + shape_str(shape) +
+                                                    " has more dims than " + shape_str(gs));
+  Shape target(d - shape.size(), 1);  // shape, left-padded with 1s to g's rank
+  target.insert(target.end(), shape.begin(), shape.end());
+  Tensor cur = g;
+  Shape cur_shape = gs;
+  for (size_t k = 0; k < d;) {
+    if (target[k] != 1 || cur_shape[k] == 1) {
+      ++k;
+      continue;
+    }
+    size_t e = k;
+    while (e < d && target[e] == 1) ++e;
+    Shape next = cur_shape;
+    for (size_t j = k; j < e; ++j) next[j] = 1;
+    Tensor out = Tensor::empty(next, g.dtype(), g.device());
+    cuda::sum_axis(g.dtype(), cur.raw_data(), out.raw_data(), prod(cur_shape, 0, k),
+                   prod(cur_shape, k, e), prod(cur_shape, e, d), 1.0, g.device().index);
+    cur = out;
+    cur_shape = next;
+    k = e;
+  }
+  if (shape_numel(cur_shape) != shape_numel(shape))
+    throw std::invalid_argument("sum_to_shape: " + shape_str(gs) + " does not reduce to " +
+                                shape_str(shape));
+  Tensor view = cur.detach();  // same elements in the same order: only the shape changes
+  view.impl().shape = shape;
+  return view;
+}
+
 }  // namespace
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
+  if (g.device().is_cuda()) return sum_to_shape_cuda(g, shape);
   check_cpu(g, "sum_to_shape");
   Tensor out = zeros(shape, {g.dtype()});
   dispatch_float(g.dtype(), "sum_to_shape", [&](auto tag) {
@@ -184,8 +240,16 @@ Tensor div(const Tensor& a, const Tensor& b) {
   });
 }
 
-Tensor add(const Tensor& a, double s) { return add(a, scalar(s, {a.dtype(), a.device()})); }
-Tensor mul(const Tensor& a, double s) { return mul(a, scalar(s, {a.dtype(), a.device()})); }
+namespace {
+// A 0-d operand for the scalar overloads; on CUDA filled on the device (no host round trip).
+Tensor scalar_like(double s, const Tensor& a) {
+  return a.device().is_cuda() ? cuda_full({}, s, a.dtype(), a.device())
+                              : scalar(s, {a.dtype(), a.device()});
+}
+}  // namespace
+
+Tensor add(const Tensor& a, double s) { return add(a, scalar_like(s, a)); }
+Tensor mul(const Tensor& a, double s) { return mul(a, scalar_like(s, a)); }
 
 // ---- unary ops -----------------------------------------------------------------------------
 
@@ -295,7 +359,31 @@ void unary_grad_block(OpId op, const T* g, const T* x, const T* y, T* gx, int64_
 
 constexpr int64_t kBlock = 4096;  // elements per parallel work item
 
+cuda::UnaryOp cuda_unop(OpId op) {
+  switch (op) {
+    case OpId::Neg: return cuda::UnaryOp::Neg;
+    case OpId::Exp: return cuda::UnaryOp::Exp;
+    case OpId::Log: return cuda::UnaryOp::Log;
+    case OpId::Sqrt: return cuda::UnaryOp::Sqrt;
+    case OpId::Rsqrt: return cuda::UnaryOp::Rsqrt;
+    case OpId::Pow: return cuda::UnaryOp::Pow;
+    case OpId::Tanh: return cuda::UnaryOp::Tanh;
+    case OpId::Sigmoid: return cuda::UnaryOp::Sigmoid;
+    case OpId::Relu: return cuda::UnaryOp::Relu;
+    case OpId::Gelu: return cuda::UnaryOp::Gelu;
+    case OpId::Silu: return cuda::UnaryOp::Silu;
+    default: throw std::logic_error("cuda_unop: not a unary op");
+  }
+}
+
 Tensor unary_map(OpId op, const Tensor& x, double p) {
+  if (x.device().is_cuda()) {
+    check_cuda_float(x, op_name(op));
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    cuda::unary_forward(cuda_unop(op), x.dtype(), x.raw_data(), y.raw_data(), x.numel(), p,
+                        x.device().index);
+    return y;
+  }
   check_cpu(x, op_name(op));
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), op_name(op), [&](auto tag) {
@@ -313,6 +401,13 @@ Tensor unary_map(OpId op, const Tensor& x, double p) {
 
 // g * f'(x), elementwise.
 Tensor unary_grad(OpId op, const Tensor& g, const Tensor& x, const Tensor& y, double p) {
+  if (x.device().is_cuda()) {
+    check_grad_like(g, x, op_name(op));
+    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    cuda::unary_backward(cuda_unop(op), x.dtype(), g.raw_data(), x.raw_data(), gx.raw_data(),
+                         x.numel(), p, x.device().index);
+    return gx;
+  }
   Tensor gx = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), op_name(op), [&](auto tag) {
     using T = decltype(tag);
@@ -329,7 +424,9 @@ Tensor unary_grad(OpId op, const Tensor& g, const Tensor& x, const Tensor& y, do
 
 Tensor unary(OpId op, const Tensor& x, double p = 0) {
   Tensor y = unary_map(op, x, p);
-  return autograd::record(op, y, {x}, [op, xd = x.detach(), yd = y.detach(), p](const Tensor& g) {
+  // CUDA recomputes y from x in the backward: keep y only for the CPU.
+  Tensor keep_y = x.device().is_cuda() ? Tensor() : y.detach();
+  return autograd::record(op, y, {x}, [op, xd = x.detach(), yd = keep_y, p](const Tensor& g) {
     return std::vector<Tensor>{unary_grad(op, g, xd, yd, p)};
   });
 }

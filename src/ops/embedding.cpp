@@ -1,6 +1,7 @@
 // out[..., :] = weight[ids[...], :];  dweight[v, :] = Σ_{i: ids[i] = v} g[i, :]  (scatter-add)
 #include <cstring>
 
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -24,14 +25,41 @@ std::vector<int64_t> checked_ids(const Tensor& ids, int64_t vocab) {
   return out;
 }
 
+// The gather and its scatter-add backward on the device (kernels/embedding.cuh). The ids were
+// validated on the host; ids already on the device are used as they are (i32 or i64), host ids
+// are uploaded as i64.
+Tensor embedding_cuda(const Tensor& weight, const Tensor& ids, const std::vector<int64_t>& idx) {
+  const Device dev = weight.device();
+  const int64_t V = weight.size(0), D = weight.size(1), n = static_cast<int64_t>(idx.size());
+  Tensor dids = ids;
+  if (!(ids.device() == dev)) {
+    dids = Tensor::empty({n}, DType::I64, dev);
+    copy_bytes(dids.raw_data(), dev, idx.data(), Device::cpu(), n * sizeof(int64_t));
+  }
+  const bool i64 = dids.dtype() == DType::I64;
+  Shape out_shape = ids.shape();
+  out_shape.push_back(D);
+  Tensor out = Tensor::empty(out_shape, weight.dtype(), dev);
+  cuda::embedding_forward(dtype_size(weight.dtype()), weight.raw_data(), dids.raw_data(), i64, n, D,
+                          out.raw_data(), dev.index);
+  return autograd::record(OpId::Embedding, out, {weight, Tensor()},
+                          [dids, i64, n, V, D, dt = weight.dtype(), dev](const Tensor& g) {
+    check_grad_like(g, dt, dev, "embedding");
+    Tensor dw = Tensor::empty({V, D}, dt, dev);
+    cuda::embedding_backward(dt, g.raw_data(), dids.raw_data(), i64, n, V, D, dw.raw_data(),
+                             dev.index);
+    return std::vector<Tensor>{dw, Tensor()};
+  });
+}
+
 }  // namespace
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
-  check_cpu(weight, "embedding");
   if (weight.dim() != 2)
     throw std::invalid_argument("embedding: weight must be [V, D], got " + shape_str(weight.shape()));
   int64_t V = weight.size(0), D = weight.size(1);
   std::vector<int64_t> idx = checked_ids(ids, V);
+  if (weight.device().is_cuda()) return embedding_cuda(weight, ids, idx);
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
   Tensor out = Tensor::empty(out_shape, weight.dtype());

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -32,10 +33,34 @@ T row_lse(const T* x, int64_t C) {
   return m + std::log(s);
 }
 
+// The fused loss on the device (kernels/loss.cuh); targets were validated on the host and
+// `valid` counted there. lse [N] f32 stays on the device for the backward.
+Tensor cross_entropy_cuda(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                          int64_t valid) {
+  check_cuda_float(logits, "cross_entropy");
+  const Device dev = logits.device();
+  const int64_t N = logits.size(0), C = logits.size(1);
+  Tensor t = on_device(targets, dev);
+  Tensor lse = Tensor::empty({N}, DType::F32, dev);
+  Tensor loss = Tensor::empty({}, logits.dtype(), dev);
+  cuda::cross_entropy_forward(logits.dtype(), logits.raw_data(), t.raw_data(),
+                              t.dtype() == DType::I64, ignore_index, N, C, valid,
+                              static_cast<float*>(lse.raw_data()), loss.raw_data(), dev.index);
+  return autograd::record(OpId::CrossEntropy, loss, {logits, Tensor()},
+                          [xd = logits.detach(), lse, t, ignore_index, valid](const Tensor& g) {
+    check_grad_like(g, xd, "cross_entropy");
+    Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
+    cuda::cross_entropy_backward(xd.dtype(), xd.raw_data(), static_cast<const float*>(lse.raw_data()),
+                                 t.raw_data(), t.dtype() == DType::I64, ignore_index, xd.size(0),
+                                 xd.size(1), valid, g.raw_data(), dx.raw_data(),
+                                 xd.device().index);
+    return std::vector<Tensor>{dx, Tensor()};
+  });
+}
+
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
-  check_cpu(logits, "cross_entropy");
   if (logits.dim() != 2 || targets.dim() != 1 || targets.size(0) != logits.size(0))
     throw std::invalid_argument("cross_entropy: need logits [N, C] and targets [N], got " +
                                 shape_str(logits.shape()) + " and " + shape_str(targets.shape()));
@@ -49,6 +74,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                               std::to_string(r) + " outside [0, " + std::to_string(C) + ")");
     ++valid;
   }
+  if (logits.device().is_cuda()) return cross_entropy_cuda(logits, targets, ignore_index, valid);
+  check_cpu(logits, "cross_entropy");
   Tensor lse = Tensor::empty({N}, logits.dtype());
   Tensor loss = Tensor::empty({}, logits.dtype());
   dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {

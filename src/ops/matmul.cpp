@@ -2,6 +2,7 @@
 //   dA = dC · op(B)ᵀ  (or its transpose when A was transposed)
 //   dB = op(A)ᵀ · dC  (or its transpose when B was transposed)
 #include "backend/cpu/gemm.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -24,8 +25,15 @@ Tensor batched_gemm(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
-  Tensor out = Tensor::empty(out_shape, a.dtype());
   int64_t nb = shape_numel(batch);
+  if (a.device().is_cuda()) {  // cuBLASLt, one strided-batched call (stride 0 for a shared B)
+    check_cuda_float(a, "matmul");
+    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+    cuda::gemm(a.dtype(), ta, tb, M, N, K, a.raw_data(), a.size(-1), M * K, b.raw_data(),
+               b.size(-1), shared_b ? 0 : K * N, out.raw_data(), N, M * N, nb, a.device().index);
+    return out;
+  }
+  Tensor out = Tensor::empty(out_shape, a.dtype());
   dispatch_float(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);
     const T *pa = a.data<T>(), *pb = b.data<T>();
@@ -41,7 +49,6 @@ Tensor batched_gemm(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   check_same_kind(a, b, "matmul");
-  check_cpu(a, "matmul");
   if (a.dim() < 2 || b.dim() < 2)
     throw std::invalid_argument("matmul: inputs need >= 2 dims, got " + shape_str(a.shape()) +
                                 " and " + shape_str(b.shape()));

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -14,7 +15,12 @@ namespace attn {
 namespace {
 
 void check_norm_args(const Tensor& x, const Tensor& w, const Tensor& b, const char* op) {
-  check_cpu(x, op);
+  if (x.device().is_cuda()) {
+    check_cuda_float(x, op);
+    if (b.defined()) check_same_kind(x, b, op);
+  } else {
+    check_cpu(x, op);
+  }
   check_same_kind(x, w, op);
   if (x.dim() == 0 || w.shape() != Shape{x.size(-1)} || (b.defined() && b.shape() != w.shape()))
     throw std::invalid_argument(std::string(op) + ": x " + shape_str(x.shape()) +
@@ -89,10 +95,40 @@ std::vector<Tensor> norm_backward(const Tensor& g, const NormSaved& s, const Ten
   return {dx, dw, db};
 }
 
+// Both norms on the device (kernels/norm.cuh): saves μ and r per row (f32) instead of x̂.
+Tensor norm_cuda(OpId id, const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  const bool center = id == OpId::LayerNorm, has_bias = b.defined();
+  const Device dev = x.device();
+  const int64_t D = x.size(-1), rows = x.numel() / std::max<int64_t>(D, 1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
+  Tensor mean = Tensor::empty({rows}, DType::F32, dev), rstd = Tensor::empty({rows}, DType::F32, dev);
+  cuda::norm_forward(x.dtype(), x.raw_data(), w.raw_data(), has_bias ? b.raw_data() : nullptr,
+                     y.raw_data(), static_cast<float*>(mean.raw_data()),
+                     static_cast<float*>(rstd.raw_data()), rows, D, eps, center, dev.index);
+  std::vector<Tensor> inputs{x, w};
+  if (center) inputs.push_back(b);
+  return autograd::record(id, y, std::move(inputs),
+                          [xd = x.detach(), wd = w.detach(), mean, rstd, center, has_bias, rows,
+                           D](const Tensor& g) {
+    check_grad_like(g, xd, center ? "layer_norm" : "rms_norm");
+    const Device dev = xd.device();
+    Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), dev), dw = Tensor::empty({D}, xd.dtype(), dev);
+    Tensor db = has_bias ? Tensor::empty({D}, xd.dtype(), dev) : Tensor();
+    cuda::norm_backward(xd.dtype(), g.raw_data(), xd.raw_data(), wd.raw_data(),
+                        static_cast<const float*>(mean.raw_data()),
+                        static_cast<const float*>(rstd.raw_data()), dx.raw_data(), dw.raw_data(),
+                        has_bias ? db.raw_data() : nullptr, rows, D, center, dev.index);
+    std::vector<Tensor> grads{dx, dw};
+    if (center) grads.push_back(db);
+    return grads;
+  });
+}
+
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   check_norm_args(x, weight, bias, "layer_norm");
+  if (x.device().is_cuda()) return norm_cuda(OpId::LayerNorm, x, weight, bias, eps);
   Tensor y;
   NormSaved s = norm_forward(x, weight, bias, eps, true, y);
   bool has_bias = bias.defined();
@@ -104,6 +140,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   check_norm_args(x, weight, Tensor(), "rms_norm");
+  if (x.device().is_cuda()) return norm_cuda(OpId::RmsNorm, x, weight, Tensor(), eps);
   Tensor y;
   NormSaved s = norm_forward(x, weight, Tensor(), eps, false, y);
   return autograd::record(OpId::RmsNorm, y, {x, weight}, [s, wd = weight.detach()](const Tensor& g) {

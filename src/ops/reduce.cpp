@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -27,6 +28,13 @@ AxisView view_axis(const Tensor& x, int64_t axis, bool keepdim, const char* op) 
 
 // y[o, i] = scale · Σ_k x[o, k, i]
 Tensor sum_axis_raw(const Tensor& x, const AxisView& v, double scale) {
+  if (x.device().is_cuda()) {
+    check_cuda_float(x, "sum");
+    Tensor y = Tensor::empty(v.out_shape, x.dtype(), x.device());
+    cuda::sum_axis(x.dtype(), x.raw_data(), y.raw_data(), v.outer, v.n, v.inner, scale,
+                   x.device().index);
+    return y;
+  }
   check_cpu(x, "sum");
   Tensor y = Tensor::empty(v.out_shape, x.dtype());
   dispatch_float(x.dtype(), "sum", [&](auto tag) {
@@ -48,6 +56,13 @@ Tensor sum_axis_raw(const Tensor& x, const AxisView& v, double scale) {
 
 // dx[o, k, i] = scale · g[o, i]
 Tensor broadcast_axis_raw(const Tensor& g, const Shape& x_shape, const AxisView& v, double scale) {
+  if (g.device().is_cuda()) {
+    check_cuda_float(g, "sum backward");
+    Tensor dx = Tensor::empty(x_shape, g.dtype(), g.device());
+    cuda::broadcast_axis(g.dtype(), g.raw_data(), dx.raw_data(), v.outer, v.n, v.inner, scale,
+                         g.device().index);
+    return dx;
+  }
   Tensor dx = Tensor::empty(x_shape, g.dtype());
   dispatch_float(g.dtype(), "sum backward", [&](auto tag) {
     using T = decltype(tag);
@@ -71,6 +86,24 @@ Tensor scaled_sum(OpId op, const Tensor& x, int64_t axis, bool keepdim, bool ave
   });
 }
 
+// max on the device: values and the first argmax (i64, kept on the device for the backward).
+Tensor max_cuda(const Tensor& x, const AxisView& v) {
+  check_cuda_float(x, "max");
+  if (v.n == 0) throw std::invalid_argument("max: reduction over an empty axis");
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(v.out_shape, x.dtype(), dev);
+  Tensor arg = Tensor::empty(v.out_shape, DType::I64, dev);
+  cuda::max_axis(x.dtype(), x.raw_data(), y.raw_data(), static_cast<int64_t*>(arg.raw_data()),
+                 v.outer, v.n, v.inner, dev.index);
+  return autograd::record(OpId::Max, y, {x}, [v, arg, xs = x.shape(), dt = x.dtype(), dev](const Tensor& g) {
+    check_grad_like(g, dt, dev, "max");
+    Tensor dx = Tensor::empty(xs, g.dtype(), g.device());
+    cuda::max_axis_backward(g.dtype(), g.raw_data(), static_cast<const int64_t*>(arg.raw_data()),
+                            dx.raw_data(), v.outer, v.n, v.inner, g.device().index);
+    return std::vector<Tensor>{dx};
+  });
+}
+
 }  // namespace
 
 Tensor sum(const Tensor& x, int64_t axis, bool keepdim) {
@@ -84,6 +117,7 @@ Tensor mean(const Tensor& x) { return reshape(mean(reshape(x, {-1}), 0), {}); }
 
 Tensor max(const Tensor& x, int64_t axis, bool keepdim) {
   AxisView v = view_axis(x, axis, keepdim, "max");
+  if (x.device().is_cuda()) return max_cuda(x, v);
   check_cpu(x, "max");
   if (v.n == 0) throw std::invalid_argument("max: reduction over an empty axis");
   Tensor y = Tensor::empty(v.out_shape, x.dtype());

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -14,10 +15,17 @@ namespace attn {
 namespace {
 
 Tensor rotate(const Tensor& x, double base, int64_t offset, bool inverse) {
-  check_cpu(x, "rope");
   if (x.dim() < 2 || x.size(-1) % 2 != 0)
     throw std::invalid_argument("rope: need [..., T, D] with an even D, got " + shape_str(x.shape()));
   int64_t T = x.size(-2), D = x.size(-1), half = D / 2, rows = x.numel() / D;
+  if (x.device().is_cuda()) {
+    check_cuda_float(x, "rope");
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    cuda::rope(x.dtype(), x.raw_data(), y.raw_data(), rows, T, D, base, offset, inverse,
+               x.device().index);
+    return y;
+  }
+  check_cpu(x, "rope");
   // cos/sin table [T, D/2], computed once per call in f64.
   std::vector<double> cos_t(T * half), sin_t(T * half);
   for (int64_t t = 0; t < T; ++t)

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -30,9 +31,11 @@ Shape infer_shape(Shape shape, int64_t numel, const Shape& from) {
   return shape;
 }
 
-// Copies blocks: for each of `outer` rows, `len` bytes from src + o*src_stride to dst + o*dst_stride.
-void copy_rows(char* dst, int64_t dst_stride, const char* src, int64_t src_stride, int64_t outer,
-               int64_t len) {
+// Copies blocks: for each of `outer` rows, `len` bytes from src + o*src_stride to dst + o*dst_stride,
+// both in the memory of `dev`.
+void copy_rows(Device dev, char* dst, int64_t dst_stride, const char* src, int64_t src_stride,
+               int64_t outer, int64_t len) {
+  if (dev.is_cuda()) return cuda::copy_rows(dst, dst_stride, src, src_stride, outer, len, dev.index);
   for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * dst_stride, src + o * src_stride, len);
 }
 
@@ -45,6 +48,14 @@ void gather_row(char* dst, const char* src, int64_t n, int64_t step) {
 }
 
 Tensor permute_raw(const Tensor& x, const std::vector<int64_t>& dims) {
+  if (x.device().is_cuda()) {
+    Shape out_shape(dims.size());
+    for (size_t i = 0; i < dims.size(); ++i) out_shape[i] = x.shape()[dims[i]];
+    Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+    cuda::permute(dtype_size(x.dtype()), x.raw_data(), x.shape(), dims, out.raw_data(),
+                  x.device().index);
+    return out;
+  }
   check_cpu(x, "permute");
   int64_t d = x.dim();
   Shape out_shape(d);
@@ -127,8 +138,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   Shape out_shape = x0.shape();
   out_shape[a] = 0;
   for (const Tensor& x : xs) {
-    check_same_kind(x0, x, "concat");
-    check_cpu(x, "concat");
+    check_same_kind(x0, x, "concat");  // one device for all (CPU or CUDA)
     Shape s = x.shape();
     s[a] = 0;
     Shape ref = x0.shape();
@@ -138,14 +148,14 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
                                   shape_str(x.shape()) + " differ off axis " + std::to_string(a));
     out_shape[a] += x.shape()[a];
   }
-  Tensor out = Tensor::empty(out_shape, x0.dtype());
+  Tensor out = Tensor::empty(out_shape, x0.dtype(), x0.device());
   int64_t outer = prod(out_shape, 0, a), inner = prod(out_shape, a + 1, out_shape.size());
   size_t es = dtype_size(x0.dtype());
   int64_t dst_row = out_shape[a] * inner * es, at = 0;
   std::vector<int64_t> sizes;
   for (const Tensor& x : xs) {
     int64_t len = x.shape()[a] * inner * es;
-    copy_rows(static_cast<char*>(out.raw_data()) + at, dst_row,
+    copy_rows(x0.device(), static_cast<char*>(out.raw_data()) + at, dst_row,
               static_cast<const char*>(x.raw_data()), len, outer, len);
     at += len;
     sizes.push_back(x.shape()[a]);
@@ -162,19 +172,18 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
     throw std::out_of_range("slice: [" + std::to_string(start) + ", " + std::to_string(end) +
                             ") out of range for size " + std::to_string(n) + " on axis " +
                             std::to_string(a));
-  check_cpu(x, "slice");
   Shape out_shape = x.shape();
   out_shape[a] = end - start;
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   int64_t outer = prod(x.shape(), 0, a), inner = prod(x.shape(), a + 1, x.dim());
   size_t es = dtype_size(x.dtype());
   int64_t len = (end - start) * inner * es;
-  copy_rows(static_cast<char*>(out.raw_data()), len,
+  copy_rows(x.device(), static_cast<char*>(out.raw_data()), len,
             static_cast<const char*>(x.raw_data()) + start * inner * es, n * inner * es, outer, len);
   return autograd::record(OpId::Slice, out, {x},
                           [xs = x.shape(), a, start, outer, inner, n, len, es](const Tensor& g) {
-    Tensor dx = zeros(xs, {g.dtype()});
-    copy_rows(static_cast<char*>(dx.raw_data()) + start * inner * es, n * inner * es,
+    Tensor dx = g.device().is_cuda() ? cuda_zeros(xs, g.dtype(), g.device()) : zeros(xs, {g.dtype()});
+    copy_rows(g.device(), static_cast<char*>(dx.raw_data()) + start * inner * es, n * inner * es,
               static_cast<const char*>(g.raw_data()), len, outer, len);
     return std::vector<Tensor>{dx};
   });

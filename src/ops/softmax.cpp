@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "backend/cpu/parallel.h"
+#include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
 
@@ -46,6 +47,20 @@ void softmax_row_backward(const T* y, const T* g, T* dx, int64_t n, bool log_for
 
 Tensor row_op(const Tensor& x, const Tensor& g, bool log_form, bool backward) {
   const char* name = log_form ? "log_softmax" : "softmax";
+  if (x.device().is_cuda()) {
+    if (x.dim() == 0) throw std::invalid_argument(std::string(name) + ": needs at least 1 dim");
+    check_cuda_float(x, name);
+    if (backward) check_grad_like(g, x, name);
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
+    if (backward)
+      cuda::softmax_backward(x.dtype(), x.raw_data(), g.raw_data(), out.raw_data(), rows, n,
+                             log_form, x.device().index);
+    else
+      cuda::softmax_forward(x.dtype(), x.raw_data(), out.raw_data(), rows, n, log_form,
+                            x.device().index);
+    return out;
+  }
   check_cpu(x, name);
   if (x.dim() == 0) throw std::invalid_argument(std::string(name) + ": needs at least 1 dim");
   Tensor out = Tensor::empty(x.shape(), x.dtype());

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "autograd/node.h"
+#include "backend/cuda/ops_cuda.h"
 #include "tensor/serialize.h"
 
 namespace attn {
@@ -29,14 +30,14 @@ void check_config(const AdamWConfig& c) {
     bad("weight_decay must be >= 0, got " + std::to_string(c.weight_decay));
 }
 
-// CPU f32/f64 only until the CUDA kernels exist.
+// CPU f32/f64, or CUDA f32 (master weights; the fused kernel of kernels/adamw.cuh).
 void check_param(const Param& p) {
   const std::string who = "AdamW: parameter '" + p.name + "'";
   if (p.name.empty()) throw std::invalid_argument("AdamW: a parameter has an empty name");
   if (!p.value.defined()) throw std::invalid_argument(who + " is an undefined tensor");
-  if (!p.value.device().is_cpu())
-    throw std::invalid_argument(who + " is on " + p.value.device().str() +
-                                "; AdamW supports only CPU tensors for now");
+  if (p.value.device().is_cuda() && p.value.dtype() != DType::F32)
+    throw std::invalid_argument(who + " is a CUDA " + dtype_name(p.value.dtype()) +
+                                " tensor; AdamW on CUDA needs f32 (master) parameters");
   if (p.value.dtype() != DType::F32 && p.value.dtype() != DType::F64)
     throw std::invalid_argument(who + " has dtype " + dtype_name(p.value.dtype()) +
                                 "; AdamW needs f32 or f64");
@@ -44,9 +45,12 @@ void check_param(const Param& p) {
 
 void check_grad(const Param& p, const Tensor& g) {
   const std::string who = "AdamW::step: gradient of '" + p.name + "'";
-  if (!g.device().is_cpu())
-    throw std::invalid_argument(who + " is on " + g.device().str() + "; only CPU is supported");
-  if (g.dtype() != p.value.dtype())
+  if (!(g.device() == p.value.device()))
+    throw std::invalid_argument(who + " is on " + g.device().str() + ", the param on " +
+                                p.value.device().str());
+  // On CUDA an f32 parameter also takes a bf16 gradient (converted to f32 in the kernel).
+  const bool cuda_bf16_grad = g.device().is_cuda() && g.dtype() == DType::BF16;
+  if (g.dtype() != p.value.dtype() && !cuda_bf16_grad)
     throw std::invalid_argument(who + " has dtype " + dtype_name(g.dtype()) + ", the param " +
                                 dtype_name(p.value.dtype()));
   if (g.shape() != p.value.shape())
@@ -85,7 +89,7 @@ AdamW::AdamW(ParamList params, AdamWConfig cfg) : params_(std::move(params)), cf
     check_param(p);
     if (seen[p.name]++)
       throw std::invalid_argument("AdamW: duplicate parameter name '" + p.name + "'");
-    TensorOptions o{p.value.dtype(), Device::cpu()};
+    TensorOptions o{p.value.dtype(), p.value.device()};  // moments live with the param
     state_.push_back(State{0, zeros(p.value.shape(), o), zeros(p.value.shape(), o)});
   }
 }
@@ -100,6 +104,13 @@ void AdamW::update(Param& p, State& s, double lr) {
   const double wd = p.weight_decay ? cfg_.weight_decay : 0.0;
   const Coeffs k{1 - lr * wd, -lr / (1 - std::pow(cfg_.beta1, t)),
                  std::sqrt(1 - std::pow(cfg_.beta2, t))};
+  if (p.value.device().is_cuda()) {
+    cuda::adamw_step(static_cast<float*>(p.value.raw_data()), static_cast<float*>(s.m.raw_data()),
+                     static_cast<float*>(s.v.raw_data()), g.dtype(), g.raw_data(), p.value.numel(),
+                     {k.decay, cfg_.beta1, cfg_.beta2, k.bc2_sqrt, cfg_.eps, k.neg_step},
+                     p.value.device().index);
+    return;
+  }
   dispatch_float(p.value.dtype(), "AdamW::step", [&](auto tag) {
     using T = decltype(tag);
     adamw_kernel<T>(p.value.data<T>(), s.m.data<T>(), s.v.data<T>(), g.data<T>(), p.value.numel(),
@@ -174,6 +185,11 @@ void AdamW::load(std::istream& is) {
       throw std::runtime_error("AdamW::load: checkpoint has parameter '" + name + "' twice");
     check_moment(params_[it->second], s.m, "m");
     check_moment(params_[it->second], s.v, "v");
+    const Device dev = params_[it->second].value.device();  // checkpoints hold host tensors
+    if (!dev.is_cpu()) {
+      s.m = s.m.to(dev);
+      s.v = s.v.to(dev);
+    }
     found[it->second] = true;
     loaded[it->second] = std::move(s);
   }

@@ -15,7 +15,9 @@
 // entirely: no decay, no moment update, and its step count t does not advance (torch's
 // per-param state["step"]). m and v have the param's dtype and start at zero.
 //
-// CPU only for now (f32/f64); updates are in place on the param's storage, under no graph.
+// CPU f32/f64 params, or CUDA f32 params (one fused kernel per param, kernels/adamw.cuh; the
+// gradient may be f32 or bf16 there). m and v live on the param's device. Updates are in place on
+// the param's storage, under no graph.
 #pragma once
 #include <cstdint>
 #include <istream>
@@ -33,7 +35,7 @@ struct AdamWConfig {
 class AdamW {
  public:
   // Throws std::invalid_argument for a bad config (lr < 0, β outside [0, 1), eps < 0,
-  // weight_decay < 0), a duplicate or empty name, or a param that is not a CPU f32/f64 tensor.
+  // weight_decay < 0), a duplicate or empty name, or a param that is neither a CPU f32/f64 nor a CUDA f32 tensor.
   AdamW(ParamList params, AdamWConfig cfg);
 
   // One update with this learning rate (cfg.lr is only a default for callers). Uses each

@@ -2,27 +2,48 @@
 #include "optim/clip.h"
 
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+
+#include "backend/cuda/ops_cuda.h"
 
 namespace attn {
 
 namespace {
 
-// Calls f(T* data, int64_t n) on each defined CPU f32/f64 gradient.
+// Calls f(T* data, int64_t n) on each defined CPU f32/f64 gradient (CUDA ones: see below).
 template <class F>
 void for_each_grad(const ParamList& params, const char* op, F&& f) {
   for (const Param& p : params) {
     Tensor g = p.value.grad();
-    if (!g.defined()) continue;
-    if (!g.device().is_cpu())
-      throw std::invalid_argument(std::string(op) + ": gradient of '" + p.name + "' is on " +
-                                  g.device().str() + "; only CPU is supported for now");
+    if (!g.defined() || g.device().is_cuda()) continue;
     dispatch_float(g.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       f(g.data<T>(), g.numel());
     });
+  }
+}
+
+// Σ g² (f64) over the CUDA gradients: one reduction per device (kernels/adamw.cuh), 0 if none.
+double cuda_sum_squares(const ParamList& params) {
+  std::map<int, std::vector<cuda::GradRef>> by_device;
+  for (const Param& p : params) {
+    Tensor g = p.value.grad();
+    if (g.defined() && g.device().is_cuda())
+      by_device[g.device().index].push_back({g.dtype(), g.raw_data(), g.numel()});
+  }
+  double sum = 0;
+  for (const auto& [device, grads] : by_device) sum += cuda::sum_squares(grads, device);
+  return sum;
+}
+
+void cuda_scale(const ParamList& params, double coef) {
+  for (const Param& p : params) {
+    Tensor g = p.value.grad();
+    if (g.defined() && g.device().is_cuda())
+      cuda::scale_inplace(g.dtype(), g.raw_data(), g.numel(), coef, g.device().index);
   }
 }
 
@@ -34,6 +55,7 @@ double clip_grad_norm(const ParamList& params, double max_norm) {
   for_each_grad(params, "clip_grad_norm", [&](const auto* g, int64_t n) {
     for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(g[i]) * static_cast<double>(g[i]);
   });
+  sum_sq += cuda_sum_squares(params);
   const double norm = std::sqrt(sum_sq);
   if (max_norm <= 0 || !std::isfinite(norm)) return norm;
   const double coef = max_norm / (norm + 1e-6);
@@ -43,6 +65,7 @@ double clip_grad_norm(const ParamList& params, double max_norm) {
     const T c = static_cast<T>(coef);
     for (int64_t i = 0; i < n; ++i) g[i] *= c;
   });
+  cuda_scale(params, coef);
   return norm;
 }
 
@@ -51,7 +74,9 @@ bool grads_finite(const ParamList& params) {
   for_each_grad(params, "grads_finite", [&](const auto* g, int64_t n) {
     for (int64_t i = 0; i < n && ok; ++i) ok = std::isfinite(static_cast<double>(g[i]));
   });
-  return ok;
+  // CUDA: a sum of f64 squares of f32/bf16 values cannot overflow, so it is finite exactly when
+  // every element is.
+  return ok && std::isfinite(cuda_sum_squares(params));
 }
 
 }  // namespace attn

@@ -1,5 +1,6 @@
 // Gradient clipping by global L2 norm (torch.nn.utils.clip_grad_norm_ with norm_type = 2) and a
-// finiteness check. Params without a gradient are ignored. CPU f32/f64 gradients only for now.
+// finiteness check. Params without a gradient are ignored. CPU f32/f64 and CUDA f32/bf16 gradients
+// (CUDA: kernels/adamw.cuh; the norm needs one device-to-host copy per device).
 #pragma once
 #include "optim/param.h"
 
@@ -10,7 +11,7 @@ namespace attn {
 // whenever ‖g‖ > max_norm (and, as in torch, within 1e-6 below it); gradients are untouched
 // otherwise. max_norm <= 0 disables clipping. A non-finite norm leaves gradients untouched
 // (check grads_finite() and skip the step). Throws std::invalid_argument for NaN max_norm or a
-// non-CPU / non-float gradient.
+// non-float gradient (or a CUDA one that is not f32/bf16).
 double clip_grad_norm(const ParamList& params, double max_norm);
 
 // True when every element of every gradient is finite (no NaN, no ±inf).
