@@ -56,18 +56,6 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 
 namespace {
 
-// Strides of `in` seen through the broadcast `out` shape (0 along expanded dims).
-std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
-  std::vector<int64_t> st(out.size(), 0);
-  int64_t stride = 1;
-  for (size_t k = 0; k < in.size(); ++k) {
-    size_t i = in.size() - 1 - k, o = out.size() - 1 - k;
-    st[o] = in[i] == 1 ? 0 : stride;
-    stride *= in[i];
-  }
-  return st;
-}
-
 // Visits every output index with the matching offsets into a and b; the innermost dim runs as
 // a plain strided loop. f(out_index, a_offset, b_offset).
 template <class F>

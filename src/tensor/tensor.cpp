@@ -18,6 +18,17 @@ std::string shape_str(const Shape& s) {
   return r + "]";
 }
 
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
+  std::vector<int64_t> st(out.size(), 0);
+  int64_t stride = 1;
+  for (size_t k = 0; k < in.size(); ++k) {
+    size_t i = in.size() - 1 - k, o = out.size() - 1 - k;
+    st[o] = in[i] == 1 ? 0 : stride;
+    stride *= in[i];
+  }
+  return st;
+}
+
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape)
     if (d < 0) throw std::invalid_argument("Tensor::empty: negative size in " + shape_str(shape));

@@ -16,6 +16,9 @@ namespace attn {
 using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);
 std::string shape_str(const Shape& s);
+// Element strides of a contiguous tensor of shape `in` seen through the broadcast shape `out`
+// (0 along expanded or missing dims): the index map every broadcasting kernel uses.
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 
 struct Node;
 class Tensor;

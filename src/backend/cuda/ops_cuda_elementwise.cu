@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/cuda/ops_cuda_util.h"
+#include "tensor/tensor.h"
 #include "kernels/dropout.cuh"
 #include "kernels/elementwise.cuh"
 
@@ -90,19 +91,6 @@ void unary_backward(UnaryOp op, DType dt, const void* g, const void* x, void* gx
 }
 
 namespace {
-
-// Element strides of an input of `in` shape seen through the broadcast `out` shape (0 along
-// expanded or missing dims), as the CPU's broadcast_strides.
-std::vector<int64_t> broadcast_strides(const std::vector<int64_t>& in, const std::vector<int64_t>& out) {
-  std::vector<int64_t> st(out.size(), 0);
-  int64_t stride = 1;
-  for (size_t k = 0; k < in.size(); ++k) {
-    size_t i = in.size() - 1 - k, o = out.size() - 1 - k;
-    st[o] = in[i] == 1 ? 0 : stride;
-    stride *= in[i];
-  }
-  return st;
-}
 
 // Drops size-1 dims and merges neighbours that both inputs walk contiguously (or both repeat):
 // [B, T, D] + [D] becomes [B·T, D] + [D]; same shapes become one dim.
