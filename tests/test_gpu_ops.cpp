@@ -228,6 +228,14 @@ std::vector<OpCase> all_cases() {
   // ---- rope
   add_case("rope", {OpId::Rope}, {{2, 3, 5, 6}}, [](const V& x) { return rope(x[0], 100.0, 2); });
   add_case("rope_heads", {OpId::Rope}, {{2, 4, 9, 64}}, [](const V& x) { return rope(x[0]); });
+  // ---- cast: through bf16 and f32 and back to the input's dtype. An f32 input rounds to bf16
+  // on both sides (round to nearest even on the host and on the device: equal, so the f32
+  // tolerance holds); a bf16 input widens to f32 exactly and rounds 2x back once. The gradient
+  // comes back through the same casts, converted on the device.
+  add_case("cast_round_trip", {OpId::Cast, OpId::Mul}, {{7, 33}}, [](const V& x) {
+    Tensor wide = cast(cast(x[0], DType::BF16), DType::F32);
+    return cast(mul(wide, 2.0), x[0].dtype());
+  });
   return c;
 }
 

@@ -20,6 +20,9 @@ struct GradCase {
   std::vector<Shape> shapes;
   std::function<Tensor(const std::vector<Tensor>&)> fn;
   double lo = -1, hi = 1;  // input range (positive for log, sqrt, ...)
+  // > 0: inputs, the weights R and the step h lie on this grid (a power of two), for ops that
+  // round through a narrower dtype: every x ± h and every R is then exact in it (see cast).
+  double grid = 0;
 };
 
 std::ostream& operator<<(std::ostream& os, const GradCase& c) { return os << c.name; }
@@ -31,6 +34,14 @@ double weighted_loss(const GradCase& c, const std::vector<Tensor>& in, const Ten
 }
 
 constexpr double kEps = 1e-6;
+
+// x rounded to a multiple of grid (a no-op for grid 0).
+Tensor snap(const Tensor& x, double grid) {
+  if (grid == 0) return x;
+  std::vector<double> v = x.to_vector();
+  for (double& e : v) e = std::round(e / grid) * grid;
+  return from_vector(v, x.shape(), {x.dtype()});
+}
 // Central differences in f64 with h = 1e-6: truncation error O(h²·f''') ~ 1e-12 and rounding
 // ~1e-16·|L|/h ~ 1e-10; the bound below leaves a margin of ~100 over both.
 constexpr double kAtol = 1e-7, kRtol = 1e-6;
@@ -38,26 +49,27 @@ constexpr double kAtol = 1e-7, kRtol = 1e-6;
 void check_gradients(const GradCase& c, uint64_t seed) {
   std::vector<Tensor> in;
   for (size_t i = 0; i < c.shapes.size(); ++i) {
-    Tensor t = attn::testing::rand_tensor(c.shapes[i], seed + 17 * i, c.lo, c.hi);
+    Tensor t = snap(attn::testing::rand_tensor(c.shapes[i], seed + 17 * i, c.lo, c.hi), c.grid);
     t.set_requires_grad(true);
     in.push_back(t);
   }
   Tensor y = c.fn(in);
   Generator rg(seed + 1000);
-  Tensor R = randn(y.shape(), rg, {DType::F64});
+  Tensor R = snap(randn(y.shape(), rg, {DType::F64}), c.grid);
   sum(mul(y, R)).backward();
+  const double h = c.grid > 0 ? c.grid : kEps;
   for (size_t i = 0; i < in.size(); ++i) {
     ASSERT_TRUE(in[i].grad().defined()) << c.name << ": input " << i << " got no gradient";
     std::vector<double> analytic = in[i].grad().to_vector();
     double* x = in[i].data<double>();
     for (int64_t k = 0; k < in[i].numel(); ++k) {
       double saved = x[k];
-      x[k] = saved + kEps;
+      x[k] = saved + h;
       double up = weighted_loss(c, in, R);
-      x[k] = saved - kEps;
+      x[k] = saved - h;
       double down = weighted_loss(c, in, R);
       x[k] = saved;
-      double numeric = (up - down) / (2 * kEps);
+      double numeric = (up - down) / (2 * h);
       ASSERT_NEAR(analytic[k], numeric, kAtol + kRtol * std::abs(numeric))
           << c.name << ": input " << i << " element " << k;
     }
@@ -80,8 +92,8 @@ std::vector<GradCase> all_cases() {
   using V = std::vector<Tensor>;
   std::vector<GradCase> c;
   auto add_case = [&](std::string name, std::vector<OpId> covers, std::vector<Shape> shapes,
-                      std::function<Tensor(const V&)> fn, double lo = -1, double hi = 1) {
-    c.push_back({std::move(name), std::move(covers), std::move(shapes), std::move(fn), lo, hi});
+                      std::function<Tensor(const V&)> fn, double lo = -1, double hi = 1, double grid = 0) {
+    c.push_back({std::move(name), std::move(covers), std::move(shapes), std::move(fn), lo, hi, grid});
   };
   // matmul: plain, every transpose, batched, and a shared B under a batched A (via reshape).
   add_case("matmul", {OpId::Matmul}, {{3, 4}, {4, 5}}, [](const V& x) { return matmul(x[0], x[1]); });
@@ -150,6 +162,20 @@ std::vector<GradCase> all_cases() {
     return masked_fill(x[0], ids_tensor({0, 1, 0, 0, 0, 1}, {2, 3}, DType::I32), -5.0);
   });
   add_case("rope", {OpId::Rope}, {{2, 3, 5, 6}}, [](const V& x) { return rope(x[0], 100.0, 2); });
+  // cast: f64 -> f32 -> f64 around a product, and f64 -> bf16 -> f64. Rounding to f32 or bf16
+  // would swamp a 1e-6 step, so inputs, R and h sit on a grid the narrow dtype holds exactly:
+  // for f32, x = k·2^-12 with |x| < 0.9, so x ± h and x² (≤ 24 significant bits) are exact; for
+  // bf16, x and R are multiples of 2^-4 below 8 (≤ 8 bits). L is then exactly quadratic
+  // (linear) in x, central differences are exact, and what is checked is the backward: the
+  // gradient converted back through each cast. The f32 case's backward rounds R·2y to f32
+  // (~6e-8 relative, inside kRtol).
+  add_case("cast_f32", {OpId::Cast, OpId::Mul}, {{3, 4}}, [](const V& x) {
+    Tensor y = cast(x[0], DType::F32);
+    return cast(mul(y, y), DType::F64);
+  }, -0.9, 0.9, 1.0 / 4096);
+  add_case("cast_bf16", {OpId::Cast}, {{3, 4}}, [](const V& x) {
+    return cast(cast(x[0], DType::BF16), DType::F64);
+  }, -2, 2, 1.0 / 16);
   // the fused attention: every variant × {full, causal+padding+ALiBi}; N != M on one.
   for (auto v : {AttentionVariant::Softmax, AttentionVariant::Sigmoid, AttentionVariant::Softmax1}) {
     std::string n = std::string("attention_") + variant_name(v);

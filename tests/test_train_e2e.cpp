@@ -114,6 +114,25 @@ TEST(ConfigErrors, YamlFileKeysAreCheckedToo) {
                       "unknown config key 'model.n_layer' (" + cfg + ") (did you mean 'model.n_layers'?)", d);
 }
 
+// Whether the binary sees a CUDA device (`attnlab info`).
+bool binary_sees_a_gpu() {
+  static const bool yes = run("info").out.find("CUDA devices visible: 0") == std::string::npos;
+  return yes;
+}
+
+TEST(ConfigErrors, DeviceAndPrecisionAreChecked) {
+  std::string d = scratch("device");
+  expect_config_error(tiny(d, 3) + " --set run.precision=bf16",
+                      "config key 'run.precision': bf16 needs run.device = cuda", d);
+  if (binary_sees_a_gpu()) GTEST_SKIP() << "a CUDA device is visible: the no-device error cannot be shown here";
+  Result r = run(tiny(d, 3) + " --set run.device=cuda");
+  EXPECT_EQ(r.code, 2) << r.err;
+  const bool named = r.err.find("config key 'run.device': cuda, but no CUDA device is visible") != std::string::npos ||
+                     r.err.find("config key 'run.device': cuda, but this attnlab was built without CUDA") != std::string::npos;
+  EXPECT_TRUE(named) << "stderr: " << r.err;
+  EXPECT_FALSE(fs::exists(d));
+}
+
 TEST(Train, WritesACompleteRunDirectory) {
   std::string d = scratch("complete");
   Result r = run(tiny(d, 6) + " --set eval.every=3 --set checkpoint.every=4");
@@ -205,6 +224,19 @@ TEST(Compare, GroupsSeedsAndLabelsVariants) {
   EXPECT_NE(r.out.find("| softmax | 2 | " + std::string(mean)), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| sigmoid | 1 | "), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("skipping"), std::string::npos);
+
+  // A run on another device (its config edited to say so) is its own group, labelled.
+  std::string moved = scratch("cmp-soft-cuda");
+  fs::copy(s1, moved, fs::copy_options::recursive);
+  std::string cfg = slurp(moved + "/config.yaml");
+  size_t at = cfg.find("device: cpu");
+  ASSERT_NE(at, std::string::npos) << cfg;
+  cfg.replace(at, 11, "device: cuda");
+  std::ofstream(moved + "/config.yaml") << cfg;
+  Result r2 = run("compare " + s1 + " " + s2 + " " + moved);
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_NE(r2.out.find("| softmax run.device=cpu | 2 | "), std::string::npos) << r2.out;
+  EXPECT_NE(r2.out.find("| softmax run.device=cuda | 1 | "), std::string::npos) << r2.out;
 }
 
 TEST(Docs, ConfigReferenceIsInStepWithTheSchema) {
@@ -238,3 +270,48 @@ TEST_P(SmallLm, LearnsTheKjvText) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, SmallLm, ::testing::Values("softmax", "sigmoid", "softmax1"));
+
+// ---- on a GPU (skipped without one; scripts/gpu-check.sh runs them) ---------------------------
+
+// The same run on the CPU and on CUDA: d 128 with 2 heads, so head dim 64 and the bf16 run goes
+// through the flash kernels. Per step, f32 on CUDA must track the CPU to f32 rounding (1e-4
+// relative: cuBLASLt's and Eigen's summation orders and the composed vs the tiled attention
+// differ by ~1e-6 per step, and 8 AdamW steps of lr 1e-3 amplify little). bf16 activations
+// round every tensor to 8 bits (2^-9 relative), so its losses are held to 2e-2 of the CPU's.
+std::string gpu_run(const std::string& dir, const std::string& variant, const std::string& device_args) {
+  return "train -q --set run.dir=" + dir + " --set data.cache_dir=" + cache_dir() +
+         " --set model.d_model=128 --set model.n_layers=2 --set model.n_heads=2 --set model.seq_len=96"
+         " --set train.batch_size=8 --set train.steps=8 --set train.warmup_steps=2 --set eval.batches=4"
+         " --set log.every=1 --set eval.every=8 --set run.threads=2 --set attention.variant=" + variant + device_args;
+}
+
+class GpuTrain : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(GpuTrain, CudaRunsTrackTheCpuRun) {
+  if (!binary_sees_a_gpu()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped";
+  const std::string v = GetParam();
+  std::string cpu = scratch("gpu-cpu-" + v), f32 = scratch("gpu-f32-" + v), bf = scratch("gpu-bf16-" + v);
+  ASSERT_EQ(run(gpu_run(cpu, v, "")).code, 0);
+  Result rf = run(gpu_run(f32, v, " --set run.device=cuda"));
+  ASSERT_EQ(rf.code, 0) << rf.err;
+  Result rb = run(gpu_run(bf, v, " --set run.device=cuda --set run.precision=bf16"));
+  ASSERT_EQ(rb.code, 0) << rb.err;
+  std::vector<double> lc = losses(cpu), lf = losses(f32), lb = losses(bf);
+  ASSERT_EQ(lc.size(), 8u);
+  ASSERT_EQ(lf.size(), 8u);
+  ASSERT_EQ(lb.size(), 8u);
+  for (size_t i = 0; i < lc.size(); ++i) {
+    EXPECT_NEAR(lf[i], lc[i], 1e-4 * lc[i]) << v << " f32, step " << i + 1;
+    EXPECT_NEAR(lb[i], lc[i], 2e-2 * lc[i]) << v << " bf16, step " << i + 1;
+  }
+  auto summary = nlohmann::json::parse(slurp(bf + "/summary.json"));
+  EXPECT_EQ(summary["device"], "cuda:0");
+  EXPECT_EQ(summary["precision"], "bf16");
+  // The GPU run's checkpoint evaluated on the CPU (f32) gives its final validation loss.
+  double fv = nlohmann::json::parse(slurp(f32 + "/summary.json"))["final_val_loss"].get<double>();
+  Result e = run("eval " + f32 + " --set run.device=cpu");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NEAR(nlohmann::json::parse(e.out)["val_loss"].get<double>(), fv, 1e-4 * fv);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, GpuTrain, ::testing::Values("softmax", "sigmoid", "softmax1"));

@@ -56,8 +56,10 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval", "Validation loss of a run's checkpoint");
   std::string eval_run, eval_ckpt;
   eval->add_option("run", eval_run, "Run directory")->required();
+  std::vector<std::string> eval_sets;
   eval->add_option("--checkpoint", eval_ckpt, "Checkpoint file (default: the run's latest)");
-  eval->callback([&] { exit_code = attn::train::run_eval(eval_run, eval_ckpt); });
+  eval->add_option("-s,--set", eval_sets, "Override a key of the run's config: --set run.device=cpu (repeatable)");
+  eval->callback([&] { exit_code = attn::train::run_eval(eval_run, eval_ckpt, eval_sets); });
 
   auto* compare = app.add_subcommand("compare", "Markdown table comparing finished runs");
   std::vector<std::string> compare_dirs;

@@ -27,7 +27,7 @@ Tensor TransformerBlock::scaled(const Tensor& branch, const Tensor& gamma) const
     if (!dropout_gen) throw std::logic_error("TransformerBlock: dropout without a generator");
     b = attn::dropout(branch, dropout, true, *dropout_gen);
   }
-  return gamma.defined() ? mul(b, gamma) : b;
+  return gamma.defined() ? mul(b, working(gamma)) : b;
 }
 
 Tensor TransformerBlock::forward(const Tensor& x, const std::vector<int64_t>& key_lengths) const {

@@ -10,8 +10,8 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, double init_std, Generat
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  Tensor y = matmul(x, weight, false, true);
-  return bias.defined() ? add(y, bias) : y;
+  Tensor y = matmul(x, working(weight), false, true);
+  return bias.defined() ? add(y, working(bias)) : y;
 }
 
 Embedding::Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt) {
@@ -26,7 +26,8 @@ Norm::Norm(NormKind k, int64_t dim, double e, DType dt) : kind(k), eps(e) {
 }
 
 Tensor Norm::forward(const Tensor& x) const {
-  return kind == NormKind::Layer ? layer_norm(x, weight, bias, eps) : rms_norm(x, weight, eps);
+  return kind == NormKind::Layer ? layer_norm(x, working(weight), working(bias), eps)
+                                 : rms_norm(x, working(weight), eps);
 }
 
 int64_t mlp_hidden_size(const ModelConfig& c) {

@@ -17,7 +17,9 @@ class Linear : public Module {
 class Embedding : public Module {
  public:
   Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt);
-  Tensor forward(const Tensor& ids) const { return embedding(weight, ids); }
+  // Gathers from the master table, then casts the rows (the same numbers as gathering from a
+  // cast table, without converting all V rows each step).
+  Tensor forward(const Tensor& ids) const { return working(embedding(weight, ids)); }
   Tensor weight;
 };
 

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "ops/ops.h"
+
 namespace attn::nn {
 
 Tensor Module::register_param(const std::string& name, Tensor value, bool weight_decay) {
@@ -38,6 +40,15 @@ void Module::to(Device device) {
   }
   for (auto& [name, child] : children_) child->to(device);
 }
+
+void Module::set_compute_dtype(DType dt) {
+  if (!is_floating(dt))
+    throw std::invalid_argument(std::string("Module::set_compute_dtype: ") + dtype_name(dt) + " is not a floating dtype");
+  compute_dtype_ = dt;
+  for (auto& [name, child] : children_) child->set_compute_dtype(dt);
+}
+
+Tensor Module::working(const Tensor& p) const { return compute_dtype_ ? cast(p, *compute_dtype_) : p; }
 
 void Module::set_training(bool on) {
   training_ = on;

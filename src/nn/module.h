@@ -3,6 +3,7 @@
 // with dotted names ("blocks.0.attn.wq.weight") in registration order.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,11 +25,21 @@ class Module {
   bool training() const { return training_; }
   // Moves every parameter of the tree to `device`, in place: each parameter keeps its identity
   // (the TensorImpl the module's members share) and stays a leaf that requires grad; its
-  // storage is replaced by a copy on the device and its gradient dropped. Tensors that are not
-  // parameters (e.g. DecoderLM's sinusoidal table) are not moved. Build optimizers afterwards.
-  void to(Device device);
+  // storage is replaced by a copy on the device and its gradient dropped. Buffers that are not
+  // parameters are moved by the module that owns them (DecoderLM's sinusoidal table). Build
+  // optimizers afterwards.
+  virtual void to(Device device);
+
+  // Mixed precision. Parameters keep their dtype (the f32 masters AdamW updates); once a compute
+  // dtype is set (whole tree), every module reads its parameters through working(p) =
+  // cast(p, compute dtype), so activations are in that dtype and the gradients come back
+  // through the casts to the masters, in f32. Unset: parameters are used as they are.
+  void set_compute_dtype(DType dt);
+  std::optional<DType> compute_dtype() const { return compute_dtype_; }
 
  protected:
+  // p (a parameter, or any tensor) in the compute dtype, differentiably; p itself when none is set.
+  Tensor working(const Tensor& p) const;
   // The tensor becomes a leaf that requires grad.
   Tensor register_param(const std::string& name, Tensor value, bool weight_decay);
   template <class M>
@@ -43,6 +54,7 @@ class Module {
   std::vector<Param> params_;
   std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
   bool training_ = true;
+  std::optional<DType> compute_dtype_;
 };
 
 // Initialisers (in place, seeded; the same numbers on every device).

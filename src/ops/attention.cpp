@@ -1,7 +1,10 @@
 // The fused attention op: shape checks and autograd around backend/cpu/attention_cpu.
 #include <cmath>
+#include <cstdio>
+#include <mutex>
 
 #include "backend/cpu/attention_cpu.h"
+#include "backend/cuda/flash_attention.h"
 #include "ops/attention_internal.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
@@ -64,9 +67,17 @@ cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec) {
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
   AttnDims d = check_attention_args(q, k, v, spec);
   if (q.device().is_cuda()) {
-    // The flash kernels are bf16; the f32 CUDA path (parity tests, f32 runs) is the composed op,
-    // which materialises P and returns no LSE.
+    // The flash kernels are bf16 with head dim 64 or 128; the f32 CUDA path (parity tests, f32
+    // runs) and other head dims take the composed op, which materialises P and returns no LSE.
     if (q.dtype() == DType::F32) return {attention_composed(q, k, v, spec), Tensor()};
+    if (!cuda::flash_attention_supports_head_dim(d.D)) {
+      static std::once_flag told;
+      std::call_once(told, [&] {
+        std::fprintf(stderr, "note: attention with head dim %lld has no flash kernel (64 or 128); using the "
+                     "composed op, which materialises the N x M scores\n", static_cast<long long>(d.D));
+      });
+      return {attention_composed(q, k, v, spec), Tensor()};
+    }
     return attention_cuda(q, k, v, spec, d);
   }
   check_cpu(q, "attention");

@@ -82,6 +82,12 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 // Rotary embedding over the last dim of x [..., T, D] (rotate-half layout), position offset + t.
 Tensor rope(const Tensor& x, double base = 10000.0, int64_t offset = 0);
 
+// ---- cast.cpp ---------------------------------------------------------------------------
+// x converted to a floating dtype (f32, f64, bf16), differentiably: the gradient flows back
+// converted to x's dtype. Returns x itself when it has that dtype already. Mixed precision reads
+// f32 master weights through it (nn::Module::working).
+Tensor cast(const Tensor& x, DType dtype);
+
 // ---- attention.cpp / attention_composed.cpp ---------------------------------------------
 enum class AttentionVariant { Softmax, Sigmoid, Softmax1 };
 const char* variant_name(AttentionVariant v);

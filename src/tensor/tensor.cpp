@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "autograd/engine.h"
+#include "backend/cuda/ops_cuda.h"
 
 namespace attn {
 
@@ -105,6 +106,13 @@ void convert_host(void* dst, DType dt, const void* src, DType st, int64_t n) {
 
 Tensor Tensor::to(DType dt) const {
   if (dt == dtype()) return clone();
+  auto device_kind = [](DType t) { return t == DType::F32 || t == DType::BF16; };
+  if (device().is_cuda() && device_kind(dt) && device_kind(dtype())) {  // on the device
+    Tensor out = Tensor::empty(shape(), dt, device());
+    cuda::convert(dt, out.raw_data(), dtype(), raw_data(), numel(), device().index);
+    return out;
+  }
+  // Other pairs (f64, integers) on a device go through the host: not on any hot path.
   Tensor host = device().is_cpu() ? *this : to(Device::cpu());
   Tensor out = Tensor::empty(shape(), dt, Device::cpu());
   convert_host(out.raw_data(), dt, host.raw_data(), dtype(), numel());

@@ -20,14 +20,26 @@ namespace {
 struct RunRecord {
   std::string dir;
   nlohmann::json summary;
-  std::map<std::string, std::string> config;  // flat, without run.*
+  std::map<std::string, std::string> config;  // flat, without run.* but device and precision
 };
+
+// run.* keys say where a run was written, its seed, its threads: not what was compared. Device and
+// precision change the numbers (bf16) and the speed, so they separate groups.
+bool compared_key(const std::string& key) {
+  return key.rfind("run.", 0) != 0 || key == "run.device" || key == "run.precision";
+}
+
+// A key's value, "(none)" for a key the run's config does not have (one no longer in the schema).
+std::string value_of(const std::map<std::string, std::string>& config, const std::string& key) {
+  auto it = config.find(key);
+  return it != config.end() ? it->second : "(none)";
+}
 
 void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
   for (auto it = n.begin(); it != n.end(); ++it) {
     std::string key = prefix.empty() ? it->first.as<std::string>() : prefix + "." + it->first.as<std::string>();
     if (it->second.IsMap()) flatten(it->second, key, out);
-    else if (key.rfind("run.", 0) != 0) out[key] = it->second.Scalar();
+    else if (compared_key(key)) out[key] = it->second.Scalar();
   }
 }
 
@@ -40,6 +52,8 @@ std::vector<RunRecord> load_runs(const std::vector<std::string>& dirs) {
     }
     RunRecord r{d, nlohmann::json::parse(read_file(d + "/summary.json")), {}};
     flatten(YAML::LoadFile(d + "/config.yaml"), "", r.config);
+    for (const KeySpec& k : schema())  // fill keys that did not exist when the run was written
+      if (compared_key(k.path) && !r.config.count(k.path)) r.config[k.path] = k.default_value;
     runs.push_back(std::move(r));
   }
   if (runs.empty()) throw ConfigError("compare: no finished runs among the given directories");
@@ -63,7 +77,7 @@ std::vector<std::string> differing_keys(const std::vector<std::vector<const RunR
   for (const auto& [k, v] : groups[0][0]->config) {
     if (k == "attention.variant") continue;
     for (const auto& g : groups)
-      if (g[0]->config.at(k) != v) {
+      if (value_of(g[0]->config, k) != v) {
         keys.push_back(k);
         break;
       }
@@ -93,7 +107,7 @@ std::string compare_runs(const std::vector<std::string>& run_dirs) {
       return v;
     };
     std::string label = g[0]->config.at("attention.variant");
-    for (const std::string& k : diff) label += fmt::format(" {}={}", k, g[0]->config.at(k));
+    for (const std::string& k : diff) label += fmt::format(" {}={}", k, value_of(g[0]->config, k));
     out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", label, g.size(), mean_std(col("final_val_loss"), "{:.4f}"),
                        mean_std(col("best_val_loss"), "{:.4f}"), mean_std(col("final_val_bpc"), "{:.4f}"),
                        mean_std(col("tokens_per_s"), "{:.0f}"), g[0]->summary.at("parameters").get<int64_t>(),

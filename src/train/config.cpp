@@ -49,6 +49,8 @@ std::vector<KeySpec> build_schema() {
       string_key("run.dir", "auto", "Run directory (auto: from run.name, the variant and the seed)."),
       int_key("run.seed", "1", "Seed of the initialisation, the data order and dropout.", 0),
       int_key("run.threads", "0", "CPU threads (0: all cores).", 0, 1024),
+      choice_key("run.device", "cpu", "cpu, or cuda: the GPU of this process's local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID or LOCAL_RANK, modulo the visible devices; GPU 0 when launched alone).", {"cpu", "cuda"}),
+      choice_key("run.precision", "f32", "f32: every tensor in f32. bf16 (cuda only): bf16 activations and working weights, cast in each forward from f32 master weights; master weights, their gradients, AdamW's state and the loss stay f32.", {"f32", "bf16"}),
       choice_key("data.corpus", "kjv", "kjv: the King James Bible from Debian's bible-kjv; text: a UTF-8/ASCII file (data.path); shards: llm.c token shards (data.path, data.val_path).", {"kjv", "text", "shards"}),
       string_key("data.path", "", "Text file (corpus text) or training token shard (corpus shards)."),
       string_key("data.val_path", "", "Validation token shard (corpus shards)."),

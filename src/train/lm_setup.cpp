@@ -1,12 +1,14 @@
 #include "train/lm_setup.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "backend/cuda/cuda_api.h"
 #include "data/kjv.h"
 #include "data/token_shard.h"
 
@@ -23,9 +25,40 @@ void resolve_config(Config& c) {
                                   c.get_int("model.n_heads"), c.get_int("model.d_model")));
   if (c.get_string("model.position") == "rope" && (c.get_int("model.d_model") / c.get_int("model.n_heads")) % 2)
     throw ConfigError("config key 'model.position': rope needs an even head dim (d_model / n_heads)");
+  if (c.get_string("run.precision") == "bf16" && c.get_string("run.device") != "cuda")
+    throw ConfigError("config key 'run.precision': bf16 needs run.device = cuda (the CPU backend computes in f32)");
   if (c.get_int("train.warmup_steps") > c.get_int("train.steps"))
     throw ConfigError(fmt::format("config key 'train.warmup_steps': {} is more than train.steps = {}",
                                   c.get_int("train.warmup_steps"), c.get_int("train.steps")));
+}
+
+namespace {
+
+// The first of the launchers' local-rank variables that is set (mpirun, srun, torchrun style).
+int local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK", "MPI_LOCALRANKID"})
+    if (const char* v = std::getenv(name); v && *v) return std::atoi(v);
+  return 0;
+}
+
+}  // namespace
+
+Device run_device(const Config& c) {
+  if (c.get_string("run.device") == "cpu") return Device::cpu();
+  if (!cuda::built_with_cuda())
+    throw ConfigError("config key 'run.device': cuda, but this attnlab was built without CUDA (configure with "
+                      "-DATTNLAB_CUDA=ON where the CUDA toolkit is installed)");
+  int n = cuda::device_count();
+  if (n == 0)
+    throw ConfigError("config key 'run.device': cuda, but no CUDA device is visible (check nvidia-smi and "
+                      "CUDA_VISIBLE_DEVICES)");
+  return Device::cuda(local_rank() % n);
+}
+
+void place_model(nn::Module& model, const Config& c) {
+  Device dev = run_device(c);
+  if (!dev.is_cpu()) model.to(dev);
+  if (c.get_string("run.precision") == "bf16") model.set_compute_dtype(DType::BF16);
 }
 
 namespace {

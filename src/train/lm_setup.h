@@ -6,6 +6,7 @@
 
 #include "data/tokenizer.h"
 #include "nn/config.h"
+#include "nn/module.h"
 #include "train/config.h"
 
 namespace attn::train {
@@ -25,5 +26,13 @@ void resolve_config(Config& c);
 LmData load_lm_data(const Config& c, const std::string& tokenizer_json = "");
 
 nn::ModelConfig model_config(const Config& c, int64_t vocab_size);
+
+// run.device as a Device: the CPU, or the CUDA device of this process's local rank. Throws
+// ConfigError when CUDA is asked for and this build has none or no device is visible.
+Device run_device(const Config& c);
+
+// Puts a freshly built model where run.device and run.precision say (parameters moved, bf16
+// compute dtype set). Build the optimizer afterwards.
+void place_model(nn::Module& model, const Config& c);
 
 }  // namespace attn::train

@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "autograd/node.h"
+#include "backend/cuda/cuda_api.h"
 #include "data/batcher.h"
 #include "models/lm/lm.h"
 #include "optim/adamw.h"
@@ -33,6 +34,20 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 std::string format_duration(double s) {
   int64_t t = static_cast<int64_t>(s);
   return t >= 3600 ? fmt::format("{}h{:02}m", t / 3600, t / 60 % 60) : fmt::format("{}m{:02}s", t / 60, t % 60);
+}
+
+// Batches on the model's device (once, for the validation set; per step for training).
+data::TokenBatch on_device(data::TokenBatch b, Device dev) {
+  if (!dev.is_cpu()) {
+    b.x = b.x.to(dev);
+    b.y = b.y.to(dev);
+  }
+  return b;
+}
+
+std::vector<data::TokenBatch> on_device(std::vector<data::TokenBatch> batches, Device dev) {
+  for (auto& b : batches) b = on_device(std::move(b), dev);
+  return batches;
 }
 
 double evaluate(const models::DecoderLM& model, const std::vector<data::TokenBatch>& batches) {
@@ -58,6 +73,7 @@ struct Run {
   std::vector<data::TokenBatch> val_batches;
   LrSchedule schedule{};
   TrainState state;
+  Device device = Device::cpu();
 };
 
 // A directory that holds a run already (config, checkpoints or a summary) is not overwritten.
@@ -81,10 +97,13 @@ std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
   if (static_cast<int64_t>(run->data.val->size()) < B * T + 1)
     throw ConfigError(fmt::format("config key 'train.batch_size': the validation split ({} tokens) is shorter than one "
                                   "batch of {}×{}", run->data.val->size(), B, T));
+  run->device = run_device(cfg);
+  // Built (and initialised) on the CPU, then moved: the same initial weights on every device.
   run->model = std::make_unique<models::DecoderLM>(model_config(cfg, run->data.vocab_size), cfg.get_int("run.seed"));
+  place_model(*run->model, cfg);
   run->opt = std::make_unique<AdamW>(run->model->parameters(), adamw_config(cfg));
   run->batcher = std::make_unique<data::TokenBatcher>(run->data.train, B, T, cfg.get_int("run.seed"));
-  run->val_batches = data::eval_batches(*run->data.val, B, T, cfg.get_int("eval.batches"));
+  run->val_batches = on_device(data::eval_batches(*run->data.val, B, T, cfg.get_int("eval.batches")), run->device);
   run->schedule = {cfg.get_float("train.lr"), cfg.get_int("train.warmup_steps"), cfg.get_int("train.steps"),
                    cfg.get_float("train.min_lr_ratio")};
   run->cfg = std::move(cfg);
@@ -133,6 +152,8 @@ void write_summary(Run& r, const nlohmann::json& last_eval) {
       {"tokens", r.state.tokens},
       {"tokens_per_s", r.state.tokens / std::max(r.state.elapsed_s, 1e-9)},
       {"parameters", r.model->parameter_count()},
+      {"device", r.device.str()},
+      {"precision", r.cfg.get_string("run.precision")},
       {"wall_time_s", r.state.elapsed_s},
   };
   write_atomic(r.dir + "/summary.json", s.dump(2) + "\n");
@@ -142,7 +163,7 @@ void write_summary(Run& r, const nlohmann::json& last_eval) {
 std::pair<double, double> train_step(Run& r, int64_t accum, double clip) {
   double loss_sum = 0;
   for (int64_t m = 0; m < accum; ++m) {
-    data::TokenBatch b = r.batcher->next();
+    data::TokenBatch b = on_device(r.batcher->next(), r.device);
     Tensor loss = r.model->loss(b.x, b.y);
     loss_sum += loss.item();
     (accum > 1 ? mul(loss, 1.0 / static_cast<double>(accum)) : loss).backward();
@@ -232,8 +253,10 @@ int run_training(Config cfg, const TrainOptions& opt) {
   return train_loop(*run, opt, log);
 }
 
-int run_eval(const std::string& run_dir, const std::string& checkpoint) {
+int run_eval(const std::string& run_dir, const std::string& checkpoint, const std::vector<std::string>& sets) {
   Config cfg = Config::from_file(run_dir + "/config.yaml");
+  for (const std::string& s : sets) cfg.set(s);
+  resolve_config(cfg);  // checks the overrides (bf16 on the CPU: set run.precision=f32 too)
   set_threads(cfg.get_int("run.threads"));
   std::string tok = fs::exists(run_dir + "/tokenizer.json") ? read_file(run_dir + "/tokenizer.json") : "";
   LmData data = load_lm_data(cfg, tok);
@@ -241,9 +264,11 @@ int run_eval(const std::string& run_dir, const std::string& checkpoint) {
   std::string ckpt = checkpoint.empty() ? latest_checkpoint(run_dir + "/checkpoints") : checkpoint;
   if (ckpt.empty()) throw ConfigError("eval: no checkpoint in '" + run_dir + "/checkpoints'");
   TrainState s = load_checkpoint(ckpt, model, nullptr);
+  place_model(model, cfg);
   model.set_training(false);
-  auto batches = data::eval_batches(*data.val, cfg.get_int("train.batch_size"), cfg.get_int("model.seq_len"),
-                                    cfg.get_int("eval.batches"));
+  auto batches = on_device(data::eval_batches(*data.val, cfg.get_int("train.batch_size"), cfg.get_int("model.seq_len"),
+                                              cfg.get_int("eval.batches")),
+                           run_device(cfg));
   double v = evaluate(model, batches);
   nlohmann::json out = {{"checkpoint", ckpt}, {"step", s.step}, {"val_loss", v}, {"val_bpc", v / std::log(2.0)},
                         {"unit", data.unit}, {"batches", batches.size()}};
@@ -256,23 +281,28 @@ int run_train_bench(Config cfg, int64_t steps) {
   set_threads(cfg.get_int("run.threads"));
   int64_t V = 65, B = cfg.get_int("train.batch_size"), T = cfg.get_int("model.seq_len");
   models::DecoderLM model(model_config(cfg, V), cfg.get_int("run.seed"));
+  place_model(model, cfg);
+  const Device dev = run_device(cfg);
   AdamW opt(model.parameters(), adamw_config(cfg));
   Generator g(7);
   Tensor ids = uniform({B, T + 1}, g, {DType::F64}, 0, V - 1e-9).to(DType::I32);
-  Tensor x = slice(ids, 1, 0, T), y = slice(ids, 1, 1, T + 1);
+  Tensor x = slice(ids, 1, 0, T).to(dev), y = slice(ids, 1, 1, T + 1).to(dev);
   std::vector<double> rates;
   for (int64_t s = 0; s < steps + 2; ++s) {  // two warm-up steps
     auto t0 = Clock::now();
     model.loss(x, y).backward();
-    clip_grad_norm(opt.params(), 1.0);
+    clip_grad_norm(opt.params(), 1.0);  // returns the norm: waits for the device
     opt.step(cfg.get_float("train.lr"));
     opt.zero_grad();
+    if (dev.is_cuda()) cuda::synchronize(dev.index);  // the step's kernels are done
     if (s >= 2) rates.push_back(static_cast<double>(B * T) / seconds_since(t0));
   }
   std::sort(rates.begin(), rates.end());
-  fmt::print("bench train: d_model {} layers {} heads {} seq {} batch {} variant {} threads {} params {}\n",
+  fmt::print("bench train: d_model {} layers {} heads {} seq {} batch {} variant {} device {} precision {} "
+             "threads {} params {}\n",
              cfg.get_int("model.d_model"), cfg.get_int("model.n_layers"), cfg.get_int("model.n_heads"), T, B,
-             cfg.get_string("attention.variant"), omp_get_max_threads(), model.parameter_count());
+             cfg.get_string("attention.variant"), dev.str(), cfg.get_string("run.precision"), omp_get_max_threads(),
+             model.parameter_count());
   fmt::print("tokens/s (forward + backward + AdamW): median {:.0f}, best {:.0f} over {} steps\n",
              rates[rates.size() / 2], rates.back(), rates.size());
   return 0;

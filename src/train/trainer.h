@@ -20,7 +20,8 @@ struct TrainOptions {
 int run_training(Config cfg, const TrainOptions& opt);
 
 // Validation loss of a run's checkpoint (latest when checkpoint is empty), printed as JSON.
-int run_eval(const std::string& run_dir, const std::string& checkpoint);
+// `sets` override the run's saved config (say run.device=cpu for a run trained on a GPU).
+int run_eval(const std::string& run_dir, const std::string& checkpoint, const std::vector<std::string>& sets = {});
 
 // Tokens/s of forward + backward + AdamW for the config's model on random tokens.
 int run_train_bench(Config cfg, int64_t steps);

@@ -10,6 +10,8 @@ bool built_with_cuda();
 int device_count();  // 0 when no driver or no device is visible
 void* device_alloc(size_t bytes, int device);
 void device_free(void* p, int device);
+// Waits for the work queued on this thread's stream of `device` (timers; bench train).
+void synchronize(int device);
 // Synchronous copy; each side is host or device memory as flagged.
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 

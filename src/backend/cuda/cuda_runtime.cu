@@ -28,6 +28,11 @@ void device_free(void* p, int device) {
   if (cudaSetDevice(device) == cudaSuccess) cudaFreeAsync(p, cudaStreamPerThread);
 }
 
+void synchronize(int device) {
+  ATTNLAB_CUDA_CHECK(cudaSetDevice(device));
+  ATTNLAB_CUDA_CHECK(cudaStreamSynchronize(cudaStreamPerThread));
+}
+
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes) {
   cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice
                                                        : cudaMemcpyHostToDevice)

@@ -14,6 +14,7 @@ bool built_with_cuda() { return false; }
 int device_count() { return 0; }
 void* device_alloc(size_t, int) { no_cuda(); }
 void device_free(void*, int) {}
+void synchronize(int) { no_cuda(); }
 void copy(void*, bool, const void*, bool, size_t) { no_cuda(); }
 void fill_uniform_f32(float*, int64_t, uint64_t, uint64_t, float, float, int) { no_cuda(); }
 void fill_normal_f32(float*, int64_t, uint64_t, uint64_t, float, float, int) { no_cuda(); }

@@ -29,15 +29,21 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
     throw std::invalid_argument("DecoderLM: sequence of " + std::to_string(T) +
                                 " tokens is longer than model.max_seq_len " + std::to_string(config.max_seq_len));
   Tensor x = tok_emb->forward(ids);
-  if (pos_emb) x = add(x, pos_emb->forward(arange(0, T, 1, {DType::I64})));
-  if (sinusoidal.defined()) x = add(x, slice(sinusoidal, 0, 0, T));
+  if (pos_emb) x = add(x, pos_emb->forward(arange(0, T, 1, {DType::I64, ids.device()})));
+  if (sinusoidal.defined()) x = add(x, working(slice(sinusoidal, 0, 0, T)));
   for (const TransformerBlock* b : blocks) x = b->forward(x);
   if (final_norm) x = final_norm->forward(x);
-  return head ? head->forward(x) : matmul(x, tok_emb->weight, false, true);
+  return head ? head->forward(x) : matmul(x, working(tok_emb->weight), false, true);
+}
+
+void DecoderLM::to(Device device) {
+  Module::to(device);
+  if (sinusoidal.defined() && !(sinusoidal.device() == device)) sinusoidal = sinusoidal.to(device);
 }
 
 Tensor DecoderLM::loss(const Tensor& ids, const Tensor& targets) const {
   Tensor logits = forward(ids);
+  if (logits.dtype() == DType::BF16) logits = cast(logits, DType::F32);
   int64_t V = logits.size(-1);
   return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
 }

@@ -11,8 +11,11 @@ class DecoderLM : public nn::Module {
   DecoderLM(const nn::ModelConfig& c, uint64_t seed, DType dt = DType::F32);
   // ids [B, T] (i32/i64) -> logits [B, T, V]
   Tensor forward(const Tensor& ids) const;
-  // Mean cross-entropy of next-token prediction; targets [B, T].
+  // Mean cross-entropy of next-token prediction; targets [B, T]. Computed in f32 (f64 for an
+  // f64 model) whatever the compute dtype: bf16 logits are cast up first, as autocast does.
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  // Moves the parameters and the sinusoidal table.
+  void to(Device device) override;
 
   nn::ModelConfig config;
   nn::Embedding* tok_emb;
