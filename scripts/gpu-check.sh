@@ -21,8 +21,10 @@
 #                                 (./gpu-report.md when $OUT is unset), full logs next to it.
 #                                 Exit 1 if a test failed.
 # Environment: ATTNLAB_GPU_BUNDLE (default gpu-bundle), ATTNLAB_GPU_BUILD_DIR (default
-# build-gpu), JOBS (build parallelism, default nproc), GPU_CHECK_SKIP_BENCH=1 (no benchmarks),
-# GPU_CHECK_SKIP_TRAIN=1 (no KJV training runs), GPU_CHECK_TRAIN_STEPS (default 2000).
+# build-gpu), JOBS (build parallelism, default nproc), GPU_CHECK_SECTIONS (which parts of --run,
+# default "tests sanitizer bench train"; a lease that limits one command to 10 minutes runs them
+# as separate calls, e.g. GPU_CHECK_SECTIONS=tests, then "sanitizer", "bench", "train"; the
+# report is named after the sections: report-tests.md, ...), GPU_CHECK_TRAIN_STEPS (default 2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -114,12 +116,14 @@ PY
 run_bundle() {
   [ -d "$BUNDLE/tests" ] || { echo "gpu-check: no bundle at $BUNDLE (build it first, then carry it)" >&2; exit 1; }
   local outdir report logs
+  local sections=${GPU_CHECK_SECTIONS:-tests sanitizer bench train} tag=""
+  [ -n "${GPU_CHECK_SECTIONS:-}" ] && tag=-$(echo "$sections" | tr ' ' '-')
   if [ -n "${OUT:-}" ]; then
     outdir=$OUT
-    report=$OUT/report.md
+    report=$OUT/report$tag.md
   else
     outdir=$ROOT
-    report=$ROOT/gpu-report.md
+    report=$ROOT/gpu-report$tag.md
   fi
   logs=$outdir/gpu-logs
   mkdir -p "$logs"
@@ -139,15 +143,13 @@ run_bundle() {
     local missing
     missing=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/tests/*; do ldd "$f" | grep 'not found' || true; done | sort -u)
     [ -n "$missing" ] && echo "- missing libraries: $(echo "$missing" | tr '\n' ' ')"
-    echo
-    echo "## Tests"
-    echo
-    echo "| test | result |"
-    echo "|---|---|"
+    echo "- sections: $sections"
   } > "$report"
+  has() { [[ " $sections " == *" $1 "* ]]; }
 
   local name bin args rc summary
-  while IFS=$'\t' read -r name bin args; do
+  has tests && printf '\n## Tests\n\n| test | result |\n|---|---|\n' >> "$report"
+  has tests && while IFS=$'\t' read -r name bin args; do
     set +e
     set -f  # args holds gtest filters (Cuda/*): split into words, never globbed
     # shellcheck disable=SC2086
@@ -166,9 +168,10 @@ run_bundle() {
     fi
   done < "$BUNDLE/TESTS"
   # The parity summaries (normwise errors per model) go into the report as measured.
-  grep -h '^\[ parity   \] cuda' "$logs"/*.log 2>/dev/null | sed 's/^/    /' >> "$report" || true
+  has tests && { grep -h '^\[ parity   \] cuda' "$logs"/*.log 2>/dev/null | sed 's/^/    /' >> "$report" || true; }
+  if has sanitizer; then sanitize "$logs" >> "$report" || failed=1; fi
 
-  if [ "${GPU_CHECK_SKIP_BENCH:-0}" != 1 ]; then
+  if has bench; then
     {
       echo
       echo "## attnlab bench attention"
@@ -193,10 +196,42 @@ run_bundle() {
     [ $rc -eq 0 ] || echo "(exit $rc)" >> "$report"
     bench_train >> "$report"
   fi
-  [ "${GPU_CHECK_SKIP_TRAIN:-0}" = 1 ] || train_kjv "$logs" >> "$report"
+  if has train; then train_kjv "$logs" >> "$report"; fi
   echo "gpu-check: report in $report"
   cat "$report"
   return $failed
+}
+
+# compute-sanitizer over the flash kernels and the op kernels (memcheck: out-of-bounds and
+# misaligned accesses; racecheck: shared-memory hazards in the flash kernels; initcheck: reads of
+# memory nothing wrote). Small cases only: the tools slow kernels 10-100x. Returns 1 on a finding.
+sanitize() {
+  local logs=$1 cs tool filter bin rc bad=0
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1 || true)
+  echo
+  echo "## compute-sanitizer"
+  echo
+  [ -n "$cs" ] || { echo "compute-sanitizer not found: skipped"; return 0; }
+  while read -r tool bin filter; do
+    set +e
+    timeout 900 "$cs" --tool "$tool" --error-exitcode 99 "$BUNDLE/tests/$bin" --gtest_filter="$filter" \
+      --gtest_color=no > "$logs/sanitize-$tool-$bin.log" 2>&1 < /dev/null
+    rc=$?
+    set -e
+    if [ $rc -eq 0 ]; then
+      echo "- $tool $bin ($filter): clean"
+    else
+      bad=1
+      echo "- $tool $bin ($filter): **exit $rc**"
+      grep -E '========= (Invalid|Race|Uninitialized|Error|Program hit)' "$logs/sanitize-$tool-$bin.log" | head -n 8 | sed 's/^/    /'
+    fi
+  done <<'LIST'
+memcheck test_gpu_attention *d64*:*d128*:GpuAttentionMasks.*:GpuAttentionSoftmax1.*
+racecheck test_gpu_attention Matrix/GpuAttention.MatchesTheCpuOp/softmax_causal*:Matrix/GpuAttention.MatchesTheCpuOp/sigmoid_full_d128*
+initcheck test_gpu_attention Matrix/GpuAttention.MatchesTheCpuOp/softmax1_*
+memcheck test_gpu_ops *
+LIST
+  return $bad
 }
 
 # Training tokens/s, attnlab vs PyTorch on the same GPU: a GPT-2-small-sized LM (d 768, 12 layers,

@@ -14,6 +14,9 @@ STEPS=${STEPS:-300}
 WARMUP=${WARMUP:-30}
 SEEDS=${SEEDS:-1}
 RUNS_DIR=${RUNS_DIR:-runs/lm-kjv-variants}
+# Extra overrides for every run, e.g. on a GPU:
+#   SET="--set run.device=cuda --set run.precision=bf16 --set model.n_heads=2" RUNS_DIR=runs/gpu
+read -r -a extra <<< "${SET:-}"
 dirs=()
 for seed in $SEEDS; do
   for variant in softmax sigmoid softmax1; do
@@ -21,7 +24,7 @@ for seed in $SEEDS; do
     dirs+=("$dir")
     args=(--config configs/lm/kjv-char.yaml --set attention.variant="$variant" --set run.seed="$seed"
           --set train.steps="$STEPS" --set train.warmup_steps="$WARMUP" --set eval.every=100
-          --set checkpoint.every=100 --set run.dir="$dir")
+          --set checkpoint.every=100 --set run.dir="$dir" "${extra[@]}")
     if [ -f "$dir/summary.json" ]; then
       echo "== $variant (seed $seed): finished earlier, kept ($dir)"
     elif [ -f "$dir/config.yaml" ]; then
