@@ -112,8 +112,12 @@ std::vector<OpCase> all_cases() {
   add_case("bmm", {OpId::Matmul}, {{3, 13, 37}, {3, 37, 19}}, [](const V& x) { return matmul(x[0], x[1]); });
   add_case("bmm_tAtB", {OpId::Matmul}, {{2, 3, 37, 13}, {2, 3, 19, 37}}, [](const V& x) { return matmul(x[0], x[1], true, true); });
   add_case("matmul_shared_b", {OpId::Matmul, OpId::Reshape}, {{2, 5, 37}, {37, 19}}, [](const V& x) { return matmul(x[0], x[1]); });
-  add_case("linear", {OpId::Matmul, OpId::Reshape, OpId::Add}, {{4, 6, 64}, {48, 64}, {48}},
+  add_case("matmul_plus_bias", {OpId::Matmul, OpId::Reshape, OpId::Add}, {{4, 6, 64}, {48, 64}, {48}},
            [](const V& x) { return add(matmul(x[0], x[1], false, true), x[2]); });
+  // ---- linear: the bias added by cuBLASLt's epilogue; without a bias; a ragged width
+  add_case("linear", {OpId::Linear}, {{4, 6, 64}, {48, 64}, {48}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
+  add_case("linear_no_bias", {OpId::Linear}, {{13, 37}, {19, 37}}, [](const V& x) { return linear(x[0], x[1]); });
+  add_case("linear_ragged", {OpId::Linear}, {{3, 5, 33}, {65, 33}, {65}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
   // ---- broadcasting binary ops (and sum_to_shape in their backward)
   add_case("add_same", {OpId::Add}, {{4, 33}, {4, 33}}, [](const V& x) { return add(x[0], x[1]); });
   add_case("add_row", {OpId::Add}, {{256, 64}, {64}}, [](const V& x) { return add(x[0], x[1]); });

@@ -103,6 +103,9 @@ std::vector<GradCase> all_cases() {
   add_case("bmm", {OpId::Matmul}, {{2, 3, 4}, {2, 4, 5}}, [](const V& x) { return matmul(x[0], x[1]); });
   add_case("bmm_tB", {OpId::Matmul}, {{2, 3, 4}, {2, 5, 4}}, [](const V& x) { return matmul(x[0], x[1], false, true); });
   add_case("matmul_shared_b", {OpId::Matmul, OpId::Reshape}, {{2, 3, 4}, {4, 5}}, [](const V& x) { return matmul(x[0], x[1]); });
+  // linear: batched rows with a bias, and 2-D without
+  add_case("linear", {OpId::Linear}, {{2, 3, 4}, {5, 4}, {5}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
+  add_case("linear_no_bias", {OpId::Linear}, {{3, 4}, {5, 4}}, [](const V& x) { return linear(x[0], x[1]); });
   // broadcasting binary ops: same shape, row, column, scalar
   add_case("add_row", {OpId::Add}, {{3, 5}, {5}}, [](const V& x) { return add(x[0], x[1]); });
   add_case("add_col", {OpId::Add}, {{3, 5}, {3, 1}}, [](const V& x) { return add(x[0], x[1]); });

@@ -10,8 +10,7 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, double init_std, Generat
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  Tensor y = matmul(x, working(weight), false, true);
-  return bias.defined() ? add(y, working(bias)) : y;
+  return linear(x, working(weight), working(bias));
 }
 
 Embedding::Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt) {

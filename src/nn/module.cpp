@@ -48,7 +48,7 @@ void Module::set_compute_dtype(DType dt) {
   for (auto& [name, child] : children_) child->set_compute_dtype(dt);
 }
 
-Tensor Module::working(const Tensor& p) const { return compute_dtype_ ? cast(p, *compute_dtype_) : p; }
+Tensor Module::working(const Tensor& p) const { return compute_dtype_ && p.defined() ? cast(p, *compute_dtype_) : p; }
 
 void Module::set_training(bool on) {
   training_ = on;

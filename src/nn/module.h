@@ -38,7 +38,8 @@ class Module {
   std::optional<DType> compute_dtype() const { return compute_dtype_; }
 
  protected:
-  // p (a parameter, or any tensor) in the compute dtype, differentiably; p itself when none is set.
+  // p (a parameter, or any tensor) in the compute dtype, differentiably; p itself when none is
+  // set or p is undefined (an absent bias).
   Tensor working(const Tensor& p) const;
   // The tensor becomes a leaf that requires grad.
   Tensor register_param(const std::string& name, Tensor value, bool weight_decay);

@@ -13,6 +13,11 @@ namespace attn {
 // a: [..., M, K], b: [K, N] (shared across a's batch) or [..., K, N] with a's batch dims.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 
+// ---- linear.cpp -------------------------------------------------------------------------
+// y = x·Wᵀ + b (PyTorch's F.linear): x [..., in], W [out, in], b [out] or undefined (no bias).
+// On CUDA the bias is added by the GEMM's epilogue.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
 // ---- elementwise.cpp --------------------------------------------------------------------
 // Binary ops broadcast NumPy-style (row, column and scalar operands included).
 Tensor add(const Tensor& a, const Tensor& b);

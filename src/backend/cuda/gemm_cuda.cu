@@ -7,8 +7,11 @@
 // Cᵀ = op(B)ᵀ·op(A)ᵀ (column-major): cuBLASLt's first operand is our B, its second our A, with
 // m = N, n = M, k = K, and each transpose flag stays with its matrix.
 //
-// No epilogues (bias, GELU): RESEARCH.md §5 says measure first, and llm.c turned GELU fusion off
-// after measuring; the ops add the bias with a broadcast add.
+// Epilogues: BIAS for the linear op's forward (the bias is added as C is written, saving a read
+// and a write of C). Column-major C is [N, M], and cuBLASLt adds a bias of length m = N to every
+// column: our bias over the output features, broadcast over the rows. No GELU epilogue: llm.c
+// turned GELU fusion off after measuring it (RESEARCH.md §5); it stays a separate op until it is
+// measured here. The bias gradient is a column sum (the reduce kernel), not BGRADB.
 #include <cublasLt.h>
 
 #include <array>
@@ -40,15 +43,16 @@ struct DeviceContext {
 };
 
 // The descriptors and the chosen algorithm for one shape. Created once, never changed (so they
-// are read without the lock) and kept for the life of the process.
+// are read without the lock; a bias plan's pointer attribute is the exception, set and used
+// under the lock) and kept for the life of the process.
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLASLt's A (our B), B, C
   cublasLtMatmulAlgo_t algo{};
 };
 
-// device, dtype, transposes, sizes, leading dims, batch, strides, pointer alignments
-using Key = std::array<int64_t, 17>;
+// device, dtype, transposes, sizes, leading dims, batch, strides, pointer alignments, bias epilogue
+using Key = std::array<int64_t, 18>;
 
 std::mutex g_mutex;
 std::map<int, DeviceContext> g_devices;
@@ -84,10 +88,18 @@ void set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
 std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, DType dt, bool ta, bool tb, int64_t M,
                                 int64_t N, int64_t K, int64_t lda, int64_t stride_a, int64_t ldb,
                                 int64_t stride_b, int64_t ldc, int64_t stride_c, int64_t batch,
-                                uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+                                uint32_t align_a, uint32_t align_b, uint32_t align_c, bool bias) {
   auto plan = std::make_unique<Plan>();
   const cudaDataType type = dt == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
   ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  if (bias) {  // the pointer itself is set per call (gemm() below)
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const int32_t bias_type = type;  // the bias has C's dtype
+    ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                        &epilogue, sizeof epilogue));
+    ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+  }
   const int32_t op_first = tb ? CUBLAS_OP_T : CUBLAS_OP_N;   // cuBLASLt's A = our B
   const int32_t op_second = ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's B = our A
   ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA,
@@ -142,18 +154,21 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, DType dt, bool ta, bool
 
 void gemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
           int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C, int64_t ldc,
-          int64_t stride_c, int64_t batch, int device) {
+          int64_t stride_c, int64_t batch, int device, const void* bias) {
   if (dt != DType::F32 && dt != DType::BF16)
     throw std::invalid_argument(std::string("matmul: CUDA GEMM takes f32 or bf16, got ") +
                                 dtype_name(dt));
   if (M == 0 || N == 0 || batch == 0) return;
   if (batch > INT32_MAX) throw std::invalid_argument("matmul: batch count over 2^31 on CUDA");
+  if (bias && batch != 1) throw std::invalid_argument("matmul: a bias epilogue needs batch 1");
   detail::set_device(device);
   const int64_t es = static_cast<int64_t>(dtype_size(dt));
-  if (K == 0) {  // an empty sum: C = 0
+  if (K == 0) {  // an empty sum: C = 0 (+ bias)
     for (int64_t b = 0; b < batch; ++b)
       ATTNLAB_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + b * stride_c * es, ldc * es, 0,
                                            N * es, M, detail::stream()));
+    if (bias)
+      throw std::invalid_argument("matmul: a bias epilogue with K = 0 is not supported on CUDA");
     return;
   }
   const uint32_t align_a = alignment(A, stride_a * es, batch);
@@ -161,12 +176,13 @@ void gemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const voi
   const uint32_t align_c = alignment(C, stride_c * es, batch);
   const Key key{device, static_cast<int64_t>(dt), ta, tb, M, N, K, lda, ldb, ldc, batch,
                 batch > 1 ? stride_a : 0, batch > 1 ? stride_b : 0, batch > 1 ? stride_c : 0,
-                align_a, align_b, align_c};
+                align_a, align_b, align_c, bias != nullptr};
   cublasLtHandle_t handle;
   void* workspace;
   const Plan* plan;
+  const float alpha = 1.f, beta = 0.f;
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
+    std::unique_lock<std::mutex> lock(g_mutex);
     DeviceContext& ctx = context(device);
     handle = ctx.handle;
     workspace = ctx.workspace;
@@ -174,11 +190,18 @@ void gemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const voi
     if (it == g_plans.end())
       it = g_plans
                .emplace(key, make_plan(handle, dt, ta, tb, M, N, K, lda, stride_a, ldb, stride_b,
-                                       ldc, stride_c, batch, align_a, align_b, align_c))
+                                       ldc, stride_c, batch, align_a, align_b, align_c, bias != nullptr))
                .first;
     plan = it->second.get();
+    if (bias) {  // a bias plan's descriptor takes this call's pointer: set and used under the lock
+      ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                          &bias, sizeof bias));
+      ATTNLAB_CUBLAS_CHECK(cublasLtMatmul(handle, plan->op, &alpha, B, plan->a, A, plan->b, &beta, C,
+                                          plan->c, C, plan->c, &plan->algo, workspace, kWorkspaceBytes,
+                                          detail::stream()));
+      return;
+    }
   }
-  const float alpha = 1.f, beta = 0.f;
   ATTNLAB_CUBLAS_CHECK(cublasLtMatmul(handle, plan->op, &alpha, B, plan->a, A, plan->b, &beta, C,
                                       plan->c, C, plan->c, &plan->algo, workspace, kWorkspaceBytes,
                                       detail::stream()));

@@ -144,9 +144,10 @@ void scale_inplace(DType dt, void* g, int64_t n, double c, int device);
 // [K, N] / [N, K] with ldb, C_b with ldc. A stride of 0 shares the matrix across the batch.
 // f32 compute (no TF32) with f32 or bf16 matrices. One cuBLASLt handle and a 32 MiB workspace per
 // device, the heuristic's algorithm cached per shape. Assumes one host thread issues GEMMs per
-// device (the workspace is shared).
+// device (the workspace is shared). With `bias` (N values of dt; batch 1 only), C = op(A)·op(B)
+// + bias broadcast over the rows, added by cuBLASLt's BIAS epilogue (no separate pass over C).
 void gemm(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
           int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C,
-          int64_t ldc, int64_t stride_c, int64_t batch, int device);
+          int64_t ldc, int64_t stride_c, int64_t batch, int device, const void* bias = nullptr);
 
 }  // namespace attn::cuda

@@ -73,7 +73,7 @@ void adamw_step(float*, float*, float*, DType, const void*, int64_t, const AdamW
 double sum_squares(const std::vector<GradRef>&, int) { no_cuda(); }
 void scale_inplace(DType, void*, int64_t, double, int) { no_cuda(); }
 void gemm(DType, bool, bool, int64_t, int64_t, int64_t, const void*, int64_t, int64_t, const void*,
-          int64_t, int64_t, void*, int64_t, int64_t, int64_t, int) {
+          int64_t, int64_t, void*, int64_t, int64_t, int64_t, int, const void*) {
   no_cuda();
 }
 

@@ -33,7 +33,7 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
   if (sinusoidal.defined()) x = add(x, working(slice(sinusoidal, 0, 0, T)));
   for (const TransformerBlock* b : blocks) x = b->forward(x);
   if (final_norm) x = final_norm->forward(x);
-  return head ? head->forward(x) : matmul(x, working(tok_emb->weight), false, true);
+  return head ? head->forward(x) : linear(x, working(tok_emb->weight));
 }
 
 void DecoderLM::to(Device device) {
