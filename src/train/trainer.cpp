@@ -90,6 +90,7 @@ std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
   auto run = std::make_unique<Run>();
   run->dir = cfg.get_string("run.dir");
   check_run_dir(run->dir, opt.resume);
+  run->device = run_device(cfg);  // before the data: a missing GPU fails fast
   std::string tokenizer_json;
   if (opt.resume && fs::exists(run->dir + "/tokenizer.json")) tokenizer_json = read_file(run->dir + "/tokenizer.json");
   run->data = load_lm_data(cfg, tokenizer_json);
@@ -97,7 +98,6 @@ std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
   if (static_cast<int64_t>(run->data.val->size()) < B * T + 1)
     throw ConfigError(fmt::format("config key 'train.batch_size': the validation split ({} tokens) is shorter than one "
                                   "batch of {}×{}", run->data.val->size(), B, T));
-  run->device = run_device(cfg);
   // Built (and initialised) on the CPU, then moved: the same initial weights on every device.
   run->model = std::make_unique<models::DecoderLM>(model_config(cfg, run->data.vocab_size), cfg.get_int("run.seed"));
   place_model(*run->model, cfg);
