@@ -49,9 +49,6 @@
 // cp.async (rows past the end zero-filled), read by ldmatrix.x4 (.trans where the operand is
 // needed transposed, e.g. V in P·V).
 #pragma once
-#if defined(ATTNLAB_FLASH_EMULATION) && defined(__GNUC__)
-#pragma GCC system_header  // host compilers do not know #pragma unroll (CUDA builds still warn)
-#endif
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -59,16 +56,9 @@
 #include "tensor/dtype.h"
 
 // ---- The few PTX instructions the kernels use ------------------------------------------------
-// tests/flash_emulation.h defines the same functions (and threadIdx, blockIdx, __global__, …) on
-// the host and includes this header with ATTNLAB_FLASH_EMULATION set, so that the kernels below
-// can be run and checked on a machine without a GPU.
-// The emulation compiles everything into attn::flash_emu so that its host functions never share a
-// symbol with the real kernels' host stubs.
-#if defined(ATTNLAB_FLASH_EMULATION)
-#define ATTNLAB_FLASH_NS flash_emu
-#else
-#define ATTNLAB_FLASH_NS flash
-#endif
+// In the emulated build (src/backend/cuda_emu/) ptx_emu.h defines the same functions on the CPU
+// emulator of a device and sets ATTNLAB_FLASH_EMULATION, so that the kernels below run and are
+// checked on machines without a GPU.
 
 #if !defined(ATTNLAB_FLASH_EMULATION)
 namespace attn::flash::ptx {
@@ -153,7 +143,7 @@ __device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v);
 }  // namespace attn::flash::ptx
 #endif
 
-namespace attn::ATTNLAB_FLASH_NS {
+namespace attn::flash {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -831,4 +821,4 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
   store_tile<kBlockN, kD, kThreads>(p.dv + bh * p.M * kD, sV, n0, p.M);
 }
 
-}  // namespace attn::ATTNLAB_FLASH_NS
+}  // namespace attn::flash

@@ -9,6 +9,8 @@ PACKAGES=(
   # libraries
   libeigen3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   googletest libgtest-dev libopenmpi-dev openmpi-bin
+  # fibers for the emulated CUDA device the gpu tests also run on (src/backend/cuda_emu/)
+  libboost-context-dev
   # PyTorch parity tests (Debian's CPU PyTorch needs OpenBLAS's pthread build to be fast)
   python3 python3-numpy python3-torch libopenblas0-pthread
   # data: the KJV Bible text for the LM

@@ -1,6 +1,5 @@
-// Shared by the flash-attention tests (the CUDA kernels through the op on a GPU, and the same
-// kernels run by the CPU emulation): test cases, inputs, the f64 CPU reference and the bf16
-// tolerance.
+// Shared by the flash-attention tests (the CUDA kernels through the op, on a GPU or on the
+// emulated device): test cases, inputs, the f64 CPU reference, the bf16 tolerance and the run.
 //
 // Tolerance. Inputs are identical on both sides (values exactly representable in bf16), so the
 // only differences are the kernels' own roundings: P (and dS in the backward) rounded to bf16
@@ -141,6 +140,39 @@ inline ::testing::AssertionResult close_abs(const std::vector<double>& got,
   return ::testing::AssertionSuccess();
 }
 
+// The flash kernels through the attention op on CUDA tensors (device 0: a GPU, or the emulated
+// device in an emu_ test binary): O, lse and the gradients of the recorded backward.
+struct FlashRun {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+
+inline Tensor to_device_bf16(const Tensor& x, bool grad) {
+  Tensor t = x.to(DType::BF16).to(Device::cuda(0));
+  if (grad) t.set_requires_grad(true);
+  return t;
+}
+
+inline FlashRun run_flash_on_device(const FlashInputs& in) {
+  Tensor q = to_device_bf16(in.q, true), k = to_device_bf16(in.k, true),
+         v = to_device_bf16(in.v, true);
+  AttentionOut r = attention(q, k, v, in.spec);
+  EXPECT_TRUE(r.out.device().is_cuda());
+  EXPECT_EQ(r.out.dtype(), DType::BF16);
+  FlashRun g;
+  if (r.lse.defined()) {
+    EXPECT_TRUE(r.lse.device().is_cuda());
+    EXPECT_EQ(r.lse.dtype(), DType::F32);
+    EXPECT_EQ(r.lse.shape(), (Shape{q.size(0), q.size(1), q.size(2)}));
+    g.lse = r.lse.to_vector();
+  }
+  r.out.backward(to_device_bf16(in.dout, false));
+  g.o = r.out.to_vector();
+  g.dq = q.grad().to_vector();
+  g.dk = k.grad().to_vector();
+  g.dv = v.grad().to_vector();
+  return g;
+}
+
 // Checks every output of a flash run against the reference.
 inline void expect_flash_matches(const FlashCase& c, const FlashOutputs& want,
                                  const std::vector<double>& o, const std::vector<double>& lse,
@@ -154,6 +186,14 @@ inline void expect_flash_matches(const FlashCase& c, const FlashOutputs& want,
   EXPECT_TRUE(close_normalised(dq, want.dq.to_vector(), kFlashTolOut, n + " dq"));
   EXPECT_TRUE(close_normalised(dk, want.dk.to_vector(), kFlashTolOut, n + " dk"));
   EXPECT_TRUE(close_normalised(dv, want.dv.to_vector(), kFlashTolOut, n + " dv"));
+}
+
+inline void check_flash_case(const FlashCase& c) {
+  SCOPED_TRACE(c.name());
+  FlashInputs in = make_flash_inputs(c);
+  FlashOutputs want = flash_reference(in);
+  FlashRun got = run_flash_on_device(in);
+  expect_flash_matches(c, want, got.o, got.lse, got.dq, got.dk, got.dv);
 }
 
 }  // namespace attn::testing

@@ -1,6 +1,7 @@
 // Philox fills on the device: the same per-element function as the CPU (tensor/philox.h).
 #include "backend/cuda/cuda_api.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.h"
 #include "tensor/philox.h"
 
 namespace attn::cuda {
@@ -23,7 +24,8 @@ void fill_uniform_f32(float* out, int64_t n, uint64_t seed, uint64_t offset, flo
                       int device) {
   if (n == 0) return;
   ATTNLAB_CUDA_CHECK(cudaSetDevice(device));
-  fill_uniform_kernel<<<blocks_for(n), 256, 0, cudaStreamPerThread>>>(out, n, seed, offset, lo, hi);
+  launch(fill_uniform_kernel, {blocks_for(n), 256, 0, cudaStreamPerThread}, out, n, seed, offset,
+         lo, hi);
   ATTNLAB_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -31,8 +33,8 @@ void fill_normal_f32(float* out, int64_t n, uint64_t seed, uint64_t offset, floa
                      int device) {
   if (n == 0) return;
   ATTNLAB_CUDA_CHECK(cudaSetDevice(device));
-  fill_normal_kernel<<<blocks_for(n), 256, 0, cudaStreamPerThread>>>(out, n, seed, offset, mean,
-                                                                       std);
+  launch(fill_normal_kernel, {blocks_for(n), 256, 0, cudaStreamPerThread}, out, n, seed, offset,
+         mean, std);
   ATTNLAB_CUDA_CHECK(cudaGetLastError());
 }
 

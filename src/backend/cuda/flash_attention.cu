@@ -9,6 +9,10 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.h"
+#if defined(ATTNLAB_CUDA_EMULATION)
+#include "backend/cuda_emu/ptx_emu.h"  // the PTX the kernels use, on the CPU
+#endif
 #include "kernels/flash_attention.cuh"
 
 namespace attn::cuda {
@@ -106,7 +110,7 @@ void flash_attention_forward(const FlashAttnConfig& c, const bf16* q, const bf16
     set_smem(kernel, Tiles::kSmemBytes, c.device, "forward");
     dim3 grid(blocks_for(c.N, Tiles::kBlockM), static_cast<unsigned>(c.H),
               static_cast<unsigned>(c.B));
-    kernel<<<grid, Tiles::kThreads, Tiles::kSmemBytes, cudaStreamPerThread>>>(p);
+    launch(kernel, {grid, Tiles::kThreads, Tiles::kSmemBytes, cudaStreamPerThread}, p);
     ATTNLAB_CUDA_CHECK(cudaGetLastError());
   });
 }
@@ -144,8 +148,8 @@ void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf1
     if (q_elems > 0) {
       ATTNLAB_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, q_elems * sizeof(float), stream));
       if constexpr (!Policy::kSigmoid) {
-        fl::flash_bwd_dsum_kernel<kD><<<blocks_for(q_rows * (kD / 8), 256), 256, 0, stream>>>(
-            dout, o, dsum, q_rows);
+        launch(fl::flash_bwd_dsum_kernel<kD>, {blocks_for(q_rows * (kD / 8), 256), 256, 0, stream},
+               dout, o, dsum, q_rows);
         ATTNLAB_CUDA_CHECK(cudaGetLastError());
       }
     }
@@ -155,13 +159,14 @@ void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf1
       dim3 grid(blocks_for(c.M, Tiles::kBlockN), static_cast<unsigned>(c.H),
                 static_cast<unsigned>(c.B));
       // With N == 0 the kernel only writes dK = dV = 0.
-      kernel<<<grid, Tiles::kThreads, Tiles::kSmemBytes, stream>>>(p);
+      launch(kernel, {grid, Tiles::kThreads, Tiles::kSmemBytes, stream}, p);
       ATTNLAB_CUDA_CHECK(cudaGetLastError());
     }
     if (q_elems > 0) {
       const unsigned blocks = static_cast<unsigned>(
           std::min<int64_t>(blocks_for(q_elems / 4, 256), 65535));
-      fl::flash_bwd_convert_dq_kernel<<<blocks, 256, 0, stream>>>(dq_accum, dq, c.scale, q_elems);
+      launch(fl::flash_bwd_convert_dq_kernel, {blocks, 256, 0, stream}, dq_accum, dq, c.scale,
+             q_elems);
       ATTNLAB_CUDA_CHECK(cudaGetLastError());
     }
   });

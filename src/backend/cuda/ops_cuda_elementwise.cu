@@ -26,23 +26,24 @@ void fill(DType dt, void* out, int64_t n, double value, int device) {
   const unsigned blocks = grid_for(n, kThreads);
   switch (dt) {
     case DType::F32:
-      kern::fill_kernel<float><<<blocks, kThreads, 0, stream()>>>(static_cast<float*>(out), n,
-                                                                   static_cast<float>(value));
+      launch(kern::fill_kernel<float>, {blocks, kThreads, 0, stream()}, static_cast<float*>(out), n,
+             static_cast<float>(value));
       break;
     case DType::F64:
-      kern::fill_kernel<double><<<blocks, kThreads, 0, stream()>>>(static_cast<double*>(out), n, value);
+      launch(kern::fill_kernel<double>, {blocks, kThreads, 0, stream()}, static_cast<double*>(out),
+             n, value);
       break;
     case DType::BF16:
-      kern::fill_kernel<uint16_t><<<blocks, kThreads, 0, stream()>>>(
-          static_cast<uint16_t*>(out), n, float_to_bf16(static_cast<float>(value)).bits);
+      launch(kern::fill_kernel<uint16_t>, {blocks, kThreads, 0, stream()},
+             static_cast<uint16_t*>(out), n, float_to_bf16(static_cast<float>(value)).bits);
       break;
     case DType::I32:
-      kern::fill_kernel<int32_t><<<blocks, kThreads, 0, stream()>>>(static_cast<int32_t*>(out), n,
-                                                                     static_cast<int32_t>(value));
+      launch(kern::fill_kernel<int32_t>, {blocks, kThreads, 0, stream()},
+             static_cast<int32_t*>(out), n, static_cast<int32_t>(value));
       break;
     case DType::I64:
-      kern::fill_kernel<int64_t><<<blocks, kThreads, 0, stream()>>>(static_cast<int64_t*>(out), n,
-                                                                     static_cast<int64_t>(value));
+      launch(kern::fill_kernel<int64_t>, {blocks, kThreads, 0, stream()},
+             static_cast<int64_t*>(out), n, static_cast<int64_t>(value));
       break;
   }
   ATTNLAB_CUDA_LAUNCHED();
@@ -59,8 +60,8 @@ void convert(DType out_dt, void* out, DType in_dt, const void* in, int64_t n, in
     using In = decltype(in_tag);
     detail::dispatch_float(out_dt, "convert", [&](auto out_tag) {
       using Out = decltype(out_tag);
-      kern::convert_kernel<In, Out><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-          static_cast<const In*>(in), static_cast<Out*>(out), n);
+      launch(kern::convert_kernel<In, Out>, {grid_for(n, kThreads), kThreads, 0, stream()},
+             static_cast<const In*>(in), static_cast<Out*>(out), n);
       ATTNLAB_CUDA_LAUNCHED();
     });
   });
@@ -71,8 +72,8 @@ void unary_forward(UnaryOp op, DType dt, const void* x, void* y, int64_t n, doub
   detail::set_device(device);
   detail::dispatch_float(dt, "unary op", [&](auto tag) {
     using T = decltype(tag);
-    kern::unary_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        op, static_cast<const T*>(x), static_cast<T*>(y), n, static_cast<float>(p));
+    launch(kern::unary_kernel<T>, {grid_for(n, kThreads), kThreads, 0, stream()}, op,
+           static_cast<const T*>(x), static_cast<T*>(y), n, static_cast<float>(p));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -83,9 +84,9 @@ void unary_backward(UnaryOp op, DType dt, const void* g, const void* x, void* gx
   detail::set_device(device);
   detail::dispatch_float(dt, "unary op backward", [&](auto tag) {
     using T = decltype(tag);
-    kern::unary_grad_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        op, static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(gx), n,
-        static_cast<float>(p), static_cast<float>(p - 1));
+    launch(kern::unary_grad_kernel<T>, {grid_for(n, kThreads), kThreads, 0, stream()}, op,
+           static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(gx), n,
+           static_cast<float>(p), static_cast<float>(p - 1));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -139,8 +140,8 @@ void binary(BinaryOp op, DType dt, const void* a, const std::vector<int64_t>& sh
   detail::set_device(device);
   detail::dispatch_float(dt, "binary op", [&](auto tag) {
     using T = decltype(tag);
-    kern::binary_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n, ix);
+    launch(kern::binary_kernel<T>, {grid_for(n, kThreads), kThreads, 0, stream()}, op,
+           static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n, ix);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -154,9 +155,9 @@ void select(DType dt, const void* cond, DType cond_dt, bool invert, const void* 
     T scalar;
     if constexpr (std::is_same_v<T, float>) scalar = static_cast<float>(b_scalar);
     else scalar = float_to_bf16(static_cast<float>(b_scalar));
-    kern::select_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        cond, cond_dt, invert, static_cast<const T*>(a), static_cast<const T*>(b), scalar,
-        static_cast<T*>(out), n);
+    launch(kern::select_kernel<T>, {grid_for(n, kThreads), kThreads, 0, stream()}, cond, cond_dt,
+           invert, static_cast<const T*>(a), static_cast<const T*>(b), scalar, static_cast<T*>(out),
+           n);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -167,9 +168,9 @@ void dropout(DType dt, const void* x, void* y, int64_t n, double p, uint64_t see
   detail::set_device(device);
   detail::dispatch_float(dt, "dropout", [&](auto tag) {
     using T = decltype(tag);
-    kern::dropout_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        static_cast<const T*>(x), static_cast<T*>(y), n, static_cast<float>(p),
-        static_cast<float>(1.0 / (1.0 - p)), seed, offset);
+    launch(kern::dropout_kernel<T>, {grid_for(n, kThreads), kThreads, 0, stream()},
+           static_cast<const T*>(x), static_cast<T*>(y), n, static_cast<float>(p),
+           static_cast<float>(1.0 / (1.0 - p)), seed, offset);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }

@@ -23,8 +23,8 @@ void adamw_step(float* p, float* m, float* v, DType grad_dt, const void* g, int6
                             static_cast<float>(s.eps),         static_cast<float>(s.neg_step)};
   detail::dispatch_float(grad_dt, "AdamW::step (gradient)", [&](auto tag) {
     using G = decltype(tag);
-    kern::adamw_kernel<G><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        p, m, v, static_cast<const G*>(g), n, c);
+    launch(kern::adamw_kernel<G>, {grid_for(n, kThreads), kThreads, 0, stream()}, p, m, v,
+           static_cast<const G*>(g), n, c);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -45,13 +45,14 @@ double sum_squares(const std::vector<GradRef>& grads, int device) {
     if (blocks[i] == 0) continue;
     detail::dispatch_float(grads[i].dt, "clip_grad_norm", [&](auto tag) {
       using T = decltype(tag);
-      kern::sumsq_kernel<T><<<blocks[i], kThreads, 0, stream()>>>(
-          static_cast<const T*>(grads[i].data), grads[i].n, partial.as<double>() + at);
+      launch(kern::sumsq_kernel<T>, {blocks[i], kThreads, 0, stream()},
+             static_cast<const T*>(grads[i].data), grads[i].n, partial.as<double>() + at);
       ATTNLAB_CUDA_LAUNCHED();
     });
     at += blocks[i];
   }
-  kern::sum_doubles_kernel<<<1, 1024, 0, stream()>>>(partial.as<double>(), total, result.as<double>());
+  launch(kern::sum_doubles_kernel, {1, 1024, 0, stream()}, partial.as<double>(), total,
+         result.as<double>());
   ATTNLAB_CUDA_LAUNCHED();
   double host = 0;
   ATTNLAB_CUDA_CHECK(cudaMemcpyAsync(&host, result.as<double>(), sizeof(double),
@@ -65,8 +66,8 @@ void scale_inplace(DType dt, void* g, int64_t n, double c, int device) {
   detail::set_device(device);
   detail::dispatch_float(dt, "clip_grad_norm (scale)", [&](auto tag) {
     using T = decltype(tag);
-    kern::scale_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        static_cast<T*>(g), n, static_cast<float>(c));
+    launch(kern::scale_kernel<T>, {grid_for(n, kThreads), kThreads, 0, stream()},
+           static_cast<T*>(g), n, static_cast<float>(c));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }

@@ -31,8 +31,8 @@ unsigned warp_grid(int64_t tasks) { return grid_for(tasks * 32, kThreads); }
 template <class In, class Out>
 void launch_sum_rows(const In* x, Out* y, int64_t rows, int64_t n, int64_t chunk, int64_t splits,
                      float scale) {
-  kern::sum_rows_kernel<In, Out><<<warp_grid(rows * splits), kThreads, 0, stream()>>>(
-      x, y, rows, n, chunk, splits, scale);
+  launch(kern::sum_rows_kernel<In, Out>, {warp_grid(rows * splits), kThreads, 0, stream()}, x, y,
+         rows, n, chunk, splits, scale);
   ATTNLAB_CUDA_LAUNCHED();
 }
 
@@ -42,8 +42,8 @@ void launch_sum_cols(const In* x, Out* y, int64_t outer, int64_t n, int64_t inne
   dim3 block(kern::kColsX, kern::kColsY);
   dim3 grid(static_cast<unsigned>(ceil_div(inner, kern::kColsX)),
             static_cast<unsigned>(std::min(outer, kMaxGridYZ)), static_cast<unsigned>(splits));
-  kern::sum_cols_kernel<In, Out><<<grid, block, 0, stream()>>>(x, y, outer, n, inner, chunk,
-                                                                splits, scale);
+  launch(kern::sum_cols_kernel<In, Out>, {grid, block, 0, stream()}, x, y, outer, n, inner, chunk,
+         splits, scale);
   ATTNLAB_CUDA_LAUNCHED();
 }
 
@@ -97,8 +97,9 @@ void broadcast_axis(DType dt, const void* g, void* dx, int64_t outer, int64_t n,
   detail::set_device(device);
   detail::dispatch_float(dt, "sum backward", [&](auto tag) {
     using T = decltype(tag);
-    kern::broadcast_axis_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-        static_cast<const T*>(g), static_cast<T*>(dx), outer, n, inner, static_cast<float>(scale));
+    launch(kern::broadcast_axis_kernel<T>, {grid_for(total, kThreads), kThreads, 0, stream()},
+           static_cast<const T*>(g), static_cast<T*>(dx), outer, n, inner,
+           static_cast<float>(scale));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -111,11 +112,11 @@ void max_axis(DType dt, const void* x, void* y, int64_t* arg, int64_t outer, int
   detail::dispatch_float(dt, "max", [&](auto tag) {
     using T = decltype(tag);
     if (inner == 1) {
-      kern::max_rows_kernel<T><<<warp_grid(outer), kThreads, 0, stream()>>>(
-          static_cast<const T*>(x), static_cast<T*>(y), arg, outer, n);
+      launch(kern::max_rows_kernel<T>, {warp_grid(outer), kThreads, 0, stream()},
+             static_cast<const T*>(x), static_cast<T*>(y), arg, outer, n);
     } else {
-      kern::max_cols_kernel<T><<<grid_for(outer * inner, kThreads), kThreads, 0, stream()>>>(
-          static_cast<const T*>(x), static_cast<T*>(y), arg, outer, n, inner);
+      launch(kern::max_cols_kernel<T>, {grid_for(outer * inner, kThreads), kThreads, 0, stream()},
+             static_cast<const T*>(x), static_cast<T*>(y), arg, outer, n, inner);
     }
     ATTNLAB_CUDA_LAUNCHED();
   });
@@ -129,8 +130,8 @@ void max_axis_backward(DType dt, const void* g, const int64_t* arg, void* dx, in
   ATTNLAB_CUDA_CHECK(cudaMemsetAsync(dx, 0, total * dtype_size(dt), stream()));
   detail::dispatch_float(dt, "max backward", [&](auto tag) {
     using T = decltype(tag);
-    kern::max_backward_kernel<T><<<grid_for(outer * inner, kThreads), kThreads, 0, stream()>>>(
-        static_cast<const T*>(g), arg, static_cast<T*>(dx), outer, n, inner);
+    launch(kern::max_backward_kernel<T>, {grid_for(outer * inner, kThreads), kThreads, 0, stream()},
+           static_cast<const T*>(g), arg, static_cast<T*>(dx), outer, n, inner);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -143,8 +144,8 @@ void softmax_forward(DType dt, const void* x, void* y, int64_t rows, int64_t n, 
   detail::set_device(device);
   detail::dispatch_float(dt, log_form ? "log_softmax" : "softmax", [&](auto tag) {
     using T = decltype(tag);
-    kern::softmax_forward_kernel<T><<<warp_grid(rows), kThreads, 0, stream()>>>(
-        static_cast<const T*>(x), static_cast<T*>(y), rows, n, log_form);
+    launch(kern::softmax_forward_kernel<T>, {warp_grid(rows), kThreads, 0, stream()},
+           static_cast<const T*>(x), static_cast<T*>(y), rows, n, log_form);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -155,8 +156,9 @@ void softmax_backward(DType dt, const void* y, const void* g, void* dx, int64_t 
   detail::set_device(device);
   detail::dispatch_float(dt, log_form ? "log_softmax backward" : "softmax backward", [&](auto tag) {
     using T = decltype(tag);
-    kern::softmax_backward_kernel<T><<<warp_grid(rows), kThreads, 0, stream()>>>(
-        static_cast<const T*>(y), static_cast<const T*>(g), static_cast<T*>(dx), rows, n, log_form);
+    launch(kern::softmax_backward_kernel<T>, {warp_grid(rows), kThreads, 0, stream()},
+           static_cast<const T*>(y), static_cast<const T*>(g), static_cast<T*>(dx), rows, n,
+           log_form);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -171,13 +173,13 @@ void cross_entropy_forward(DType dt, const void* logits, const void* targets, bo
     using T = decltype(tag);
     Scratch row_loss(N * sizeof(float));
     if (N > 0) {
-      kern::ce_forward_kernel<T><<<warp_grid(N), kThreads, 0, stream()>>>(
-          static_cast<const T*>(logits), targets, targets_i64, ignore_index, N, C, lse,
-          row_loss.as<float>());
+      launch(kern::ce_forward_kernel<T>, {warp_grid(N), kThreads, 0, stream()},
+             static_cast<const T*>(logits), targets, targets_i64, ignore_index, N, C, lse,
+             row_loss.as<float>());
       ATTNLAB_CUDA_LAUNCHED();
     }
-    kern::ce_finish_kernel<T><<<1, 1024, 0, stream()>>>(row_loss.as<float>(), N, valid,
-                                                         static_cast<T*>(loss));
+    launch(kern::ce_finish_kernel<T>, {1, 1024, 0, stream()}, row_loss.as<float>(), N, valid,
+           static_cast<T*>(loss));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -191,9 +193,9 @@ void cross_entropy_backward(DType dt, const void* logits, const float* lse, cons
     using T = decltype(tag);
     dim3 grid(static_cast<unsigned>(std::min<int64_t>(N, 0x7fffffff)),
               static_cast<unsigned>(std::min(ceil_div(C, kThreads * 4), kMaxGridYZ)));
-    kern::ce_backward_kernel<T><<<grid, kThreads, 0, stream()>>>(
-        static_cast<const T*>(logits), lse, targets, targets_i64, ignore_index, N, C,
-        static_cast<float>(valid), static_cast<const T*>(g), static_cast<T*>(dx));
+    launch(kern::ce_backward_kernel<T>, {grid, kThreads, 0, stream()},
+           static_cast<const T*>(logits), lse, targets, targets_i64, ignore_index, N, C,
+           static_cast<float>(valid), static_cast<const T*>(g), static_cast<T*>(dx));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -206,9 +208,9 @@ void norm_forward(DType dt, const void* x, const void* w, const void* b, void* y
   detail::set_device(device);
   detail::dispatch_float(dt, center ? "layer_norm" : "rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    kern::norm_forward_kernel<T><<<warp_grid(rows), kThreads, 0, stream()>>>(
-        static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b),
-        static_cast<T*>(y), mean, rstd, rows, D, static_cast<float>(eps), center);
+    launch(kern::norm_forward_kernel<T>, {warp_grid(rows), kThreads, 0, stream()},
+           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b),
+           static_cast<T*>(y), mean, rstd, rows, D, static_cast<float>(eps), center);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -226,8 +228,8 @@ void norm_backward(DType dt, const void* g, const void* x, const void* w, const 
   detail::dispatch_float(dt, "norm backward", [&](auto tag) {
     using T = decltype(tag);
     const T *gt = static_cast<const T*>(g), *xt = static_cast<const T*>(x);
-    kern::norm_backward_dx_kernel<T><<<warp_grid(rows), kThreads, 0, stream()>>>(
-        gt, xt, static_cast<const T*>(w), mean, rstd, static_cast<T*>(dx), rows, D, center);
+    launch(kern::norm_backward_dx_kernel<T>, {warp_grid(rows), kThreads, 0, stream()}, gt, xt,
+           static_cast<const T*>(w), mean, rstd, static_cast<T*>(dx), rows, D, center);
     ATTNLAB_CUDA_LAUNCHED();
     // Parameter gradients: f32 partials over row chunks, then one fold per column.
     const int64_t col_blocks = ceil_div(D, kern::kColsX);
@@ -238,8 +240,8 @@ void norm_backward(DType dt, const void* g, const void* x, const void* w, const 
     Scratch dw_part(splits * D * sizeof(float)), db_part(db ? splits * D * sizeof(float) : 0);
     dim3 block(kern::kColsX, kern::kColsY);
     dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(splits));
-    kern::norm_param_grad_kernel<T><<<grid, block, 0, stream()>>>(
-        gt, xt, mean, rstd, dw_part.as<float>(), db ? db_part.as<float>() : nullptr, rows, D, chunk);
+    launch(kern::norm_param_grad_kernel<T>, {grid, block, 0, stream()}, gt, xt, mean, rstd,
+           dw_part.as<float>(), db ? db_part.as<float>() : nullptr, rows, D, chunk);
     ATTNLAB_CUDA_LAUNCHED();
     launch_sum_cols<float, T>(dw_part.as<float>(), static_cast<T*>(dw), 1, splits, D, splits, 1, 1.f);
     if (db)

@@ -72,8 +72,8 @@ void permute(size_t elem_size, const void* x, const std::vector<int64_t>& shape,
   detail::set_device(device);
   dispatch_size(elem_size, "permute", [&](auto tag) {
     using W = decltype(tag);
-    kern::permute_kernel<W><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-        static_cast<const W*>(x), static_cast<W*>(out), n, ix);
+    launch(kern::permute_kernel<W>, {grid_for(n, kThreads), kThreads, 0, stream()},
+           static_cast<const W*>(x), static_cast<W*>(out), n, ix);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -86,20 +86,25 @@ void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_strid
   const uint64_t bits = reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src) |
                         static_cast<uint64_t>(dst_stride) | static_cast<uint64_t>(src_stride) |
                         static_cast<uint64_t>(len);
-  auto launch = [&](auto tag) {
+  auto copy_words = [&](auto tag) {
     using W = decltype(tag);
     constexpr int64_t w = sizeof(W);
     const int64_t units = len / w;
-    kern::copy_rows_kernel<W><<<grid_for(outer * units, kThreads), kThreads, 0, stream()>>>(
-        static_cast<W*>(dst), dst_stride / w, static_cast<const W*>(src), src_stride / w, outer,
-        units);
+    launch(kern::copy_rows_kernel<W>, {grid_for(outer * units, kThreads), kThreads, 0, stream()},
+           static_cast<W*>(dst), dst_stride / w, static_cast<const W*>(src), src_stride / w, outer,
+           units);
     ATTNLAB_CUDA_LAUNCHED();
   };
-  if (bits % 16 == 0) launch(uint4{});
-  else if (bits % 8 == 0) launch(uint2{});
-  else if (bits % 4 == 0) launch(uint32_t{});
-  else if (bits % 2 == 0) launch(uint16_t{});
-  else launch(uint8_t{});
+  if (bits % 16 == 0)
+    copy_words(uint4{});
+  else if (bits % 8 == 0)
+    copy_words(uint2{});
+  else if (bits % 4 == 0)
+    copy_words(uint32_t{});
+  else if (bits % 2 == 0)
+    copy_words(uint16_t{});
+  else
+    copy_words(uint8_t{});
 }
 
 void embedding_forward(size_t elem_size, const void* weight, const void* ids, bool ids_i64,
@@ -108,8 +113,8 @@ void embedding_forward(size_t elem_size, const void* weight, const void* ids, bo
   detail::set_device(device);
   dispatch_size(elem_size, "embedding", [&](auto tag) {
     using W = decltype(tag);
-    kern::embedding_gather_kernel<W><<<grid_for(n * D, kThreads), kThreads, 0, stream()>>>(
-        static_cast<const W*>(weight), ids, ids_i64, n, D, static_cast<W*>(out));
+    launch(kern::embedding_gather_kernel<W>, {grid_for(n * D, kThreads), kThreads, 0, stream()},
+           static_cast<const W*>(weight), ids, ids_i64, n, D, static_cast<W*>(out));
     ATTNLAB_CUDA_LAUNCHED();
   });
 }
@@ -125,8 +130,8 @@ void embedding_backward(DType dt, const void* g, const void* ids, bool ids_i64, 
     float* target = direct ? static_cast<float*>(dweight) : acc.as<float>();
     ATTNLAB_CUDA_CHECK(cudaMemsetAsync(target, 0, V * D * sizeof(float), stream()));
     if (n > 0) {
-      kern::embedding_scatter_kernel<T><<<grid_for(n * D, kThreads), kThreads, 0, stream()>>>(
-          static_cast<const T*>(g), ids, ids_i64, n, D, target);
+      launch(kern::embedding_scatter_kernel<T>, {grid_for(n * D, kThreads), kThreads, 0, stream()},
+             static_cast<const T*>(g), ids, ids_i64, n, D, target);
       ATTNLAB_CUDA_LAUNCHED();
     }
     if (!direct) convert(dt, dweight, DType::F32, target, V * D, device);
@@ -139,14 +144,14 @@ void rope(DType dt, const void* x, void* y, int64_t rows, int64_t T_len, int64_t
   if (rows * half == 0 || T_len == 0) return;
   detail::set_device(device);
   Scratch table(T_len * half * sizeof(float2));
-  kern::rope_table_kernel<<<grid_for(T_len * half, kThreads), kThreads, 0, stream()>>>(
-      table.as<float2>(), T_len, half, D, base, offset);
+  launch(kern::rope_table_kernel, {grid_for(T_len * half, kThreads), kThreads, 0, stream()},
+         table.as<float2>(), T_len, half, D, base, offset);
   ATTNLAB_CUDA_LAUNCHED();
   detail::dispatch_float(dt, "rope", [&](auto tag) {
     using T = decltype(tag);
-    kern::rope_kernel<T><<<grid_for(rows * half, kThreads), kThreads, 0, stream()>>>(
-        static_cast<const T*>(x), static_cast<T*>(y), table.as<float2>(), rows, T_len, half,
-        inverse);
+    launch(kern::rope_kernel<T>, {grid_for(rows * half, kThreads), kThreads, 0, stream()},
+           static_cast<const T*>(x), static_cast<T*>(y), table.as<float2>(), rows, T_len, half,
+           inverse);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.h"
 #include "backend/cuda/ops_cuda.h"
 
 // After every kernel launch: a bad configuration is reported here, with file and line.
