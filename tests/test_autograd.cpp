@@ -139,3 +139,22 @@ TEST(Autograd, LeafGradientsNeverShareStorage) {
   a.grad().data<double>()[0] = 100;
   EXPECT_EQ(b.grad().to_vector(), (std::vector<double>{2.0, 2.0}));
 }
+
+// The graph holds ops, not their inputs: an activation that no backward needs (adding a
+// constant saves nothing) is freed as soon as its owner drops it, while the graph through it
+// still carries the gradient. (Scalars the ops keep add a few bytes: hence the slack.)
+TEST(Autograd, TheGraphDoesNotKeepActivationsAlive) {
+  Tensor x = leaf(std::vector<double>(1 << 16, 0.5), {1 << 16});
+  const size_t big = (size_t{1} << 16) * sizeof(double), slack = 1024;
+  const size_t before = Storage::live_bytes(Device::CPU);
+  Tensor y;
+  {
+    Tensor h = mul(x, 3.0);  // an activation of 512 KiB
+    y = add(h, 1.0);         // and another
+    EXPECT_GE(Storage::live_bytes(Device::CPU), before + 2 * big);
+  }  // h's only owner is gone
+  EXPECT_LT(Storage::live_bytes(Device::CPU), before + big + slack)
+      << "h is still alive (only y should be)";
+  sum(y).backward();
+  for (double g : x.grad().to_vector()) ASSERT_EQ(g, 3.0);
+}

@@ -318,8 +318,8 @@ std::set<OpId> recorded_ops(const Tensor& y) {
     stack.pop_back();
     if (!n) continue;
     seen.insert(n->op);
-    for (const Tensor& t : n->inputs)
-      if (t.defined()) stack.push_back(t.grad_fn());
+    for (const Edge& e : n->inputs)
+      if (e.node) stack.push_back(e.node);
   }
   return seen;
 }
@@ -435,6 +435,39 @@ TEST(GpuOptim, AdamWFiveStepsMatchTheCpu) {
     EXPECT_TRUE(close_to(dev[i].value, cpu[i].value, kF32Rtol)) << "step 6, param " << cpu[i].name;
     EXPECT_EQ(dev2[i].value.to_vector(), dev[i].value.to_vector()) << "after load, " << cpu[i].name;
   }
+}
+
+// Mixed precision's bf16 working copies (ops/cast.cpp): the first cast of a CUDA parameter keeps
+// its result; AdamW rewrites that copy as bf16(new master) in its own pass, so the next cast
+// returns it without converting (same storage) and bit-identical to converting the master; any
+// other write to the master makes the copy stale, and the cast converts again.
+TEST(GpuOptim, AdamWWritesTheBf16WorkingCopy) {
+  SKIP_WITHOUT_GPU();
+  ParamList cpu = make_params(Device::cpu()), dev = make_params(kCuda);
+  AdamW opt(dev, {1e-2, 0.9, 0.95, 1e-8, 0.1});
+  std::vector<const void*> copies;
+  for (const Param& p : dev) copies.push_back(cast(p.value, DType::BF16).raw_data());
+  for (int step = 0; step < 3; ++step) {
+    set_grads(cpu, dev, 300 + step, step == 1 ? "k" : "");  // a skipped param keeps its copy
+    opt.step(1e-2);
+    for (size_t i = 0; i < dev.size(); ++i) {
+      Tensor w = cast(dev[i].value, DType::BF16);
+      EXPECT_EQ(w.raw_data(), copies[i]) << dev[i].name << ": the cast converted again";
+      const Tensor want = dev[i].value.detach().to(DType::BF16);  // a fresh conversion
+      EXPECT_EQ(w.to_vector(), want.to_vector()) << "step " << step << ", " << dev[i].name;
+    }
+  }
+  // A write that is not AdamW's: the copy is stale and the cast converts the new value.
+  nn::init_constant(dev[0].value, 0.375);
+  Tensor w = cast(dev[0].value, DType::BF16);
+  EXPECT_NE(w.raw_data(), copies[0]);
+  for (double x : w.to_vector()) EXPECT_EQ(x, 0.375);
+  // The gradient still reaches the f32 master through the cast.
+  dev[0].value.zero_grad();
+  sum(mul(w, w)).backward();
+  ASSERT_TRUE(dev[0].value.grad().defined());
+  EXPECT_EQ(dev[0].value.grad().dtype(), DType::F32);
+  for (double g : dev[0].value.grad().to_vector()) EXPECT_EQ(g, 0.75);
 }
 
 TEST(GpuOptim, ClipGradNormMatchesTheCpu) {

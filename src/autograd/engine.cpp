@@ -11,38 +11,45 @@ namespace attn::autograd {
 namespace {
 thread_local bool g_grad_enabled = true;
 
+// A vertex of the graph: the node of an op, or a leaf.
+const void* key(const Edge& e) {
+  return e.node ? static_cast<const void*>(e.node.get()) : e.leaf.get();
+}
+const Shape& shape_of(const Edge& e) { return e.node ? e.node->out_shape : e.leaf->shape; }
+
 // Post-order DFS (iterative: graphs of deep models overflow a recursive one), reversed.
 // Holds strong references: releasing a node's inputs during backward may drop the last owner
-// of a tensor that is still waiting in the order.
-std::vector<std::shared_ptr<TensorImpl>> reverse_topological(const std::shared_ptr<TensorImpl>& root) {
-  std::vector<std::shared_ptr<TensorImpl>> order;
-  std::unordered_set<TensorImpl*> seen{root.get()};
-  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack{{root, 0}};
+// of a vertex that is still waiting in the order.
+std::vector<Edge> reverse_topological(const Edge& root) {
+  std::vector<Edge> order;
+  std::unordered_set<const void*> seen{key(root)};
+  std::vector<std::pair<Edge, size_t>> stack{{root, 0}};
   while (!stack.empty()) {
-    auto& [t, next] = stack.back();
-    Node* node = t->grad_fn.get();
+    auto& [e, next] = stack.back();
+    Node* node = e.node.get();
     if (node && node->released)
       throw std::runtime_error(
           std::string("backward: the graph through op '") + op_name(node->op) +
           "' was already freed by an earlier backward(); pass retain_graph=true to the first "
           "call to run backward twice");
     if (node && next < node->inputs.size()) {
-      const std::shared_ptr<TensorImpl>& in = node->inputs[next++].impl_ptr();
-      if (in && in->requires_grad && seen.insert(in.get()).second) stack.push_back({in, 0});
+      const Edge& in = node->inputs[next++];
+      if (in.defined() && seen.insert(key(in)).second) stack.push_back({in, 0});
       continue;
     }
-    order.push_back(t);
+    order.push_back(e);
     stack.pop_back();
   }
   return {order.rbegin(), order.rend()};
 }
 
-void accumulate(std::unordered_map<TensorImpl*, Tensor>& grads, TensorImpl* t, const Tensor& g) {
-  if (g.shape() != t->shape)
+void accumulate(std::unordered_map<const void*, Tensor>& grads, const Edge& to, const Tensor& g) {
+  if (g.shape() != shape_of(to))
     throw std::logic_error("backward: gradient of shape " + shape_str(g.shape()) +
-                           " for a tensor of shape " + shape_str(t->shape));
-  auto it = grads.find(t);
-  if (it == grads.end()) grads.emplace(t, g);
+                           " for a tensor of shape " + shape_str(shape_of(to)));
+  auto it = grads.find(key(to));
+  if (it == grads.end())
+    grads.emplace(key(to), g);
   else it->second = add(it->second, g);  // never in place: g may alias another tensor
 }
 
@@ -54,6 +61,12 @@ void finish_leaf(TensorImpl* leaf, const Tensor& g) {
   for (auto& hook : leaf->grad_ready_hooks) hook(total);
 }
 
+Edge edge_to(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return {};
+  if (t.grad_fn()) return {t.grad_fn(), nullptr};
+  return {nullptr, t.impl_ptr()};
+}
+
 }  // namespace
 
 }  // namespace attn::autograd
@@ -61,16 +74,18 @@ void finish_leaf(TensorImpl* leaf, const Tensor& g) {
 namespace attn {
 
 Node::~Node() {
-  std::vector<Tensor> pending = std::move(inputs);
+  // Only a graph nobody else holds is ours to take apart, one node at a time.
+  std::vector<std::shared_ptr<Node>> pending;
+  for (Edge& e : inputs)
+    if (e.node) pending.push_back(std::move(e.node));
+  inputs.clear();
   while (!pending.empty()) {
-    Tensor t = std::move(pending.back());
+    std::shared_ptr<Node> n = std::move(pending.back());
     pending.pop_back();
-    const auto& impl = t.impl_ptr();
-    // Only a graph nobody else holds is ours to take apart.
-    if (impl && impl.use_count() == 1 && impl->grad_fn && impl->grad_fn.use_count() == 1) {
-      for (Tensor& in : impl->grad_fn->inputs) pending.push_back(std::move(in));
-      impl->grad_fn->inputs.clear();
-    }
+    if (n.use_count() != 1) continue;
+    for (Edge& e : n->inputs)
+      if (e.node) pending.push_back(std::move(e.node));
+    n->inputs.clear();
   }
 }
 
@@ -98,11 +113,10 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 
 Tensor record(OpId op, Tensor out, std::vector<Tensor> inputs, BackwardFn backward) {
   if (!needs_grad(inputs)) return out;
-  for (Tensor& in : inputs)
-    if (in.defined() && !in.requires_grad()) in = Tensor();
   auto node = std::make_shared<Node>();
   node->op = op;
-  node->inputs = std::move(inputs);
+  node->out_shape = out.shape();
+  for (const Tensor& in : inputs) node->inputs.push_back(edge_to(in));
   node->backward = std::move(backward);
   out.impl().grad_fn = std::move(node);
   out.impl().requires_grad = true;
@@ -121,30 +135,29 @@ void backward(const Tensor& root, const Tensor& seed, bool retain_graph) {
     g0 = ones(root.shape(), {root.dtype(), root.device()});
   }
   NoGradGuard no_grad;
-  std::unordered_map<TensorImpl*, Tensor> grads;
-  accumulate(grads, root.impl_ptr().get(), g0);
-  for (std::shared_ptr<TensorImpl>& held : reverse_topological(root.impl_ptr())) {
-    // Dropped at the end of this iteration: an activation is freed once its node has run.
-    std::shared_ptr<TensorImpl> owner = std::move(held);
-    TensorImpl* t = owner.get();
-    auto it = grads.find(t);
+  const Edge start = edge_to(root);
+  std::unordered_map<const void*, Tensor> grads;
+  accumulate(grads, start, g0);
+  for (Edge& held : reverse_topological(start)) {
+    // Dropped at the end of this iteration: a node's saved tensors go once it has run.
+    const Edge e = std::move(held);
+    auto it = grads.find(key(e));
     if (it == grads.end()) continue;  // every path to it gave an undefined gradient
     Tensor g = std::move(it->second);
     grads.erase(it);
-    Node* node = t->grad_fn.get();
-    if (!node) {
-      finish_leaf(t, g);
+    if (!e.node) {
+      finish_leaf(e.leaf.get(), g);
       continue;
     }
+    Node* node = e.node.get();
     std::vector<Tensor> in_grads = node->backward(g);
     if (in_grads.size() != node->inputs.size())
       throw std::logic_error(std::string("backward of '") + op_name(node->op) + "' returned " +
                              std::to_string(in_grads.size()) + " gradients for " +
                              std::to_string(node->inputs.size()) + " inputs");
-    for (size_t i = 0; i < in_grads.size(); ++i) {
-      TensorImpl* in = node->inputs[i].impl_ptr().get();
-      if (in && in_grads[i].defined()) accumulate(grads, in, in_grads[i]);
-    }
+    for (size_t i = 0; i < in_grads.size(); ++i)
+      if (node->inputs[i].defined() && in_grads[i].defined())
+        accumulate(grads, node->inputs[i], in_grads[i]);
     if (!retain_graph) {
       node->inputs.clear();
       node->backward = nullptr;

@@ -12,9 +12,20 @@ namespace attn {
 // input that needs no gradient). Runs with grad mode off.
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out)>;
 
+// Where the gradient of one input goes: the node of the op that made it, or the input itself
+// when it is a leaf (a parameter, or a tensor marked requires_grad). A node holds no non-leaf
+// input tensor, so an activation lives only as long as its owner or a backward closure that
+// saved it: the graph alone never keeps one.
+struct Edge {
+  std::shared_ptr<Node> node;
+  std::shared_ptr<TensorImpl> leaf;
+  bool defined() const { return node || leaf; }
+};
+
 struct Node {
   OpId op;
-  std::vector<Tensor> inputs;  // undefined where the input needs no grad
+  Shape out_shape;           // of the tensor it made: its gradient must have this shape
+  std::vector<Edge> inputs;  // one per input; empty where the input needs no grad
   BackwardFn backward;
   bool released = false;  // saved tensors freed after a backward without retain_graph
 

@@ -289,6 +289,7 @@ int run_train_bench(Config cfg, int64_t steps) {
   Tensor x = slice(ids, 1, 0, T).to(dev), y = slice(ids, 1, 1, T + 1).to(dev);
   std::vector<double> rates;
   for (int64_t s = 0; s < steps + 2; ++s) {  // two warm-up steps
+    if (s == 2) Storage::reset_peak(dev.kind);
     auto t0 = Clock::now();
     model.loss(x, y).backward();
     clip_grad_norm(opt.params(), 1.0);  // returns the norm: waits for the device
@@ -305,6 +306,10 @@ int run_train_bench(Config cfg, int64_t steps) {
              model.parameter_count());
   fmt::print("tokens/s (forward + backward + AdamW): median {:.0f}, best {:.0f} over {} steps\n",
              rates[rates.size() / 2], rates.back(), rates.size());
+  fmt::print(
+      "peak tensor memory ({}): {:.1f} MiB (parameters, AdamW state, activations, gradients)\n",
+      dev.is_cuda() ? "device" : "host",
+      static_cast<double>(Storage::peak_bytes(dev.kind)) / (1 << 20));
   return 0;
 }
 
