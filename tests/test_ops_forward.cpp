@@ -322,3 +322,36 @@ TEST(Forward, RopeRotatesPairsByPosition) {
   EXPECT_NEAR(d1, d2, 1e-12);
   EXPECT_THROW(rope(rand_tensor({2, 5}, 1), 10000, 0), std::invalid_argument);
 }
+
+// rope(std::move(x)) rotates x's storage itself when nothing else holds it, and only then; the
+// values and the gradient are those of the out-of-place op.
+TEST(Forward, RopeInPlaceOnlyWhenNothingElseHoldsTheStorage) {
+  Tensor x = rand_tensor({2, 3, 7, 8}, 31).set_requires_grad(true);
+  Tensor w = rand_tensor({2, 3, 7, 8}, 32);
+  Tensor want = rope(mul(x, 1.5), 100.0, 2);
+  sum(mul(want, w)).backward();
+  const std::vector<double> want_grad = x.grad().to_vector();
+  x.zero_grad();
+
+  Tensor h = mul(x, 1.5);  // a fresh activation: in place
+  const void* storage = h.raw_data();
+  Tensor got = rope(std::move(h), 100.0, 2);
+  EXPECT_EQ(got.raw_data(), storage) << "not rotated in place";
+  EXPECT_EQ(got.to_vector(), want.to_vector());
+  sum(mul(got, w)).backward();
+  EXPECT_EQ(x.grad().to_vector(), want_grad);
+
+  Tensor kept = mul(x, 1.5), view = reshape(kept, {6, 7, 8});  // a view shares the storage
+  Tensor rotated = rope(std::move(kept), 100.0, 2);
+  EXPECT_NE(rotated.raw_data(), view.raw_data());
+  EXPECT_EQ(view.to_vector(), mul(x, 1.5).to_vector()) << "a view of the input changed";
+  Tensor other = mul(x, 1.5), alias = other;  // a second handle: out of place
+  EXPECT_NE(rope(std::move(other), 100.0, 2).raw_data(), alias.raw_data());
+  // A leaf that requires grad (a parameter), even with no other handle: never in place. (rope
+  // takes x by rvalue reference and leaves it valid when it does not rotate it in place.)
+  Tensor param = rand_tensor({1, 4, 8}, 33).set_requires_grad(true);
+  const std::vector<double> before = param.to_vector();
+  Tensor from_param = rope(std::move(param), 100.0, 0);
+  EXPECT_NE(from_param.raw_data(), param.raw_data());
+  EXPECT_EQ(param.to_vector(), before);
+}

@@ -36,8 +36,8 @@ Tensor SelfAttention::forward(const Tensor& x, const std::vector<int64_t>& key_l
     k = k_norm->forward(k);
   }
   if (use_rope) {
-    q = rope(q, rope_base);
-    k = rope(k, rope_base);
+    q = rope(std::move(q), rope_base);  // in place: nothing else holds q's or k's storage
+    k = rope(std::move(k), rope_base);
   }
   AttentionSpec s = spec;
   s.key_padding_lengths = key_lengths;

@@ -86,12 +86,22 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 // ---- rope.cpp ---------------------------------------------------------------------------
 // Rotary embedding over the last dim of x [..., T, D] (rotate-half layout), position offset + t.
 Tensor rope(const Tensor& x, double base = 10000.0, int64_t offset = 0);
+// The same, applied in place to x's storage when the caller gives x up and nothing else holds
+// that storage (no other handle or view, no backward closure that saved it; not a leaf that
+// requires grad); otherwise as above. q = rope(std::move(q)) saves an activation-sized buffer.
+Tensor rope(Tensor&& x, double base = 10000.0, int64_t offset = 0);
 
 // ---- cast.cpp ---------------------------------------------------------------------------
 // x converted to a floating dtype (f32, f64, bf16), differentiably: the gradient flows back
 // converted to x's dtype. Returns x itself when it has that dtype already. Mixed precision reads
-// f32 master weights through it (nn::Module::working).
+// f32 master weights through it (nn::Module::working). For a CUDA parameter (a leaf that
+// requires grad) the converted value is kept as the parameter's working copy, which AdamW then
+// rewrites in its update, so the next cast converts nothing (see cast.cpp).
 Tensor cast(const Tensor& x, DType dtype);
+
+// The parameter's working copy in `dtype` if it is current (same storage, storage version
+// unchanged since it was written), else undefined.
+Tensor current_working_copy(const Tensor& param, DType dtype);
 
 // ---- attention.cpp / attention_composed.cpp ---------------------------------------------
 enum class AttentionVariant { Softmax, Sigmoid, Softmax1 };
