@@ -2,6 +2,8 @@
 // p, m, v and g with the CPU's operation order and f32-rounded scalars:
 //   p ← p·decay;  m ← m·β₁ + (1−β₁)·g;  v ← v·β₂ + (1−β₂)·g·g;
 //   p ← p + neg_step · m / (√v / bc2 + ε)
+// and, when the parameter has a bf16 working copy (mixed precision, ops/cast.cpp), w ← bf16(p)
+// in the same pass: the next forward reads w without a conversion of its own.
 // and the pieces of global-norm clipping (src/optim/clip.cpp): Σ g² in f64 (per-block partial
 // sums, then one block folds every partial in a fixed order), and g ← g·c.
 #pragma once
@@ -15,7 +17,8 @@ struct AdamWCoeffs {
 
 template <class G>
 __global__ void adamw_kernel(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
-                             const G* __restrict__ g, int64_t n, AdamWCoeffs c) {
+                             const G* __restrict__ g, attn::bf16* __restrict__ w, int64_t n,
+                             AdamWCoeffs c) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     const float gi = to_f32(g[i]);
     float pi = p[i] * c.decay;
@@ -26,6 +29,7 @@ __global__ void adamw_kernel(float* __restrict__ p, float* __restrict__ m, float
     p[i] = pi;
     m[i] = mi;
     v[i] = vi;
+    if (w) w[i] = from_f32<attn::bf16>(pi);
   }
 }
 

@@ -37,6 +37,7 @@ void Module::to(Device device) {
     if (impl.storage->device() == device) continue;
     impl.storage = p.value.to(device).impl().storage;
     impl.grad.reset();
+    impl.working.reset();
   }
   for (auto& [name, child] : children_) child->to(device);
 }

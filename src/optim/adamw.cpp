@@ -105,10 +105,19 @@ void AdamW::update(Param& p, State& s, double lr) {
   const Coeffs k{1 - lr * wd, -lr / (1 - std::pow(cfg_.beta1, t)),
                  std::sqrt(1 - std::pow(cfg_.beta2, t))};
   if (p.value.device().is_cuda()) {
-    cuda::adamw_step(static_cast<float*>(p.value.raw_data()), static_cast<float*>(s.m.raw_data()),
-                     static_cast<float*>(s.v.raw_data()), g.dtype(), g.raw_data(), p.value.numel(),
-                     {k.decay, cfg_.beta1, cfg_.beta2, k.bc2_sqrt, cfg_.eps, k.neg_step},
-                     p.value.device().index);
+    // A bf16 working copy (ops/cast.cpp) is rewritten in the same pass, then stamped current.
+    TensorImpl& impl = p.value.impl();
+    const bool working = impl.working && impl.working->dtype == DType::BF16;
+    float* master = static_cast<float*>(p.value.raw_data());
+    cuda::adamw_step(
+        master, static_cast<float*>(s.m.raw_data()), static_cast<float*>(s.v.raw_data()), g.dtype(),
+        g.raw_data(), working ? static_cast<bf16*>(impl.working->storage->data()) : nullptr,
+        p.value.numel(), {k.decay, cfg_.beta1, cfg_.beta2, k.bc2_sqrt, cfg_.eps, k.neg_step},
+        p.value.device().index);
+    if (working) {
+      impl.working_of = impl.storage.get();
+      impl.working_version = impl.storage->version();
+    }
     return;
   }
   dispatch_float(p.value.dtype(), "AdamW::step", [&](auto tag) {

@@ -1,6 +1,7 @@
 // A flat, reference-counted byte buffer on one device.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "tensor/dtype.h"
@@ -14,8 +15,14 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  void* data() { return data_; }
+  // Mutable access counts as a write: version() changes with every call, so a value derived
+  // from this storage (a parameter's cached bf16 copy) can tell whether it may be stale.
+  void* data() {
+    ++version_;
+    return data_;
+  }
   const void* data() const { return data_; }
+  uint64_t version() const { return version_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
 
@@ -27,6 +34,7 @@ class Storage {
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  uint64_t version_ = 0;
   Device device_;
 };
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/dtype.h"
@@ -33,6 +34,12 @@ struct TensorImpl {
   std::shared_ptr<Node> grad_fn;
   std::shared_ptr<TensorImpl> grad;
   std::vector<GradHook> grad_ready_hooks;  // leaves only: run once the grad is complete
+  // Mixed precision (ops/cast.cpp): a CUDA parameter's value in the compute dtype, as cast()
+  // last converted it or AdamW last wrote it (fused into its update). Valid while the storage
+  // is the one it was made from and that storage's version has not moved since.
+  std::shared_ptr<TensorImpl> working;
+  const Storage* working_of = nullptr;
+  uint64_t working_version = 0;
 };
 
 class Tensor {
@@ -52,7 +59,8 @@ class Tensor {
   size_t nbytes() const { return numel() * dtype_size(dtype()); }
 
   void* raw_data() { return impl().storage->data(); }
-  const void* raw_data() const { return impl().storage->data(); }
+  // Reading: the storage's version stays (see Storage::data()).
+  const void* raw_data() const { return std::as_const(*impl().storage).data(); }
   // Typed CPU access; throws on a dtype or device mismatch.
   template <class T>
   T* data();

@@ -126,8 +126,9 @@ struct AdamWScalars {
   double eps;
   double neg_step;  // −lr / (1 − β₁ᵗ)
 };
-void adamw_step(float* p, float* m, float* v, DType grad_dt, const void* g, int64_t n,
-                const AdamWScalars& s, int device);
+// working: the parameter's bf16 working copy, rewritten as bf16(p) in the same pass; or null.
+void adamw_step(float* p, float* m, float* v, DType grad_dt, const void* g, bf16* working,
+                int64_t n, const AdamWScalars& s, int device);
 // Σ_tensors Σ_i g_i² accumulated in f64 (returned to the host: synchronises).
 struct GradRef {
   DType dt;

@@ -12,8 +12,8 @@ using detail::Scratch;
 using detail::stream;
 using kern::grid_for;
 
-void adamw_step(float* p, float* m, float* v, DType grad_dt, const void* g, int64_t n,
-                const AdamWScalars& s, int device) {
+void adamw_step(float* p, float* m, float* v, DType grad_dt, const void* g, bf16* working,
+                int64_t n, const AdamWScalars& s, int device) {
   if (n == 0) return;
   detail::set_device(device);
   // The CPU rounds each scalar to the parameter type once (static_cast<T>); so do we.
@@ -24,7 +24,7 @@ void adamw_step(float* p, float* m, float* v, DType grad_dt, const void* g, int6
   detail::dispatch_float(grad_dt, "AdamW::step (gradient)", [&](auto tag) {
     using G = decltype(tag);
     launch(kern::adamw_kernel<G>, {grid_for(n, kThreads), kThreads, 0, stream()}, p, m, v,
-           static_cast<const G*>(g), n, c);
+           static_cast<const G*>(g), working, n, c);
     ATTNLAB_CUDA_LAUNCHED();
   });
 }

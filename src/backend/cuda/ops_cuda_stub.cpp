@@ -67,7 +67,8 @@ void copy_rows(void*, int64_t, const void*, int64_t, int64_t, int64_t, int) { no
 void rope(DType, const void*, void*, int64_t, int64_t, int64_t, double, int64_t, bool, int) {
   no_cuda();
 }
-void adamw_step(float*, float*, float*, DType, const void*, int64_t, const AdamWScalars&, int) {
+void adamw_step(float*, float*, float*, DType, const void*, bf16*, int64_t, const AdamWScalars&,
+                int) {
   no_cuda();
 }
 double sum_squares(const std::vector<GradRef>&, int) { no_cuda(); }
