@@ -6,21 +6,23 @@
 //   x_ij = s·q_i·k_j − slope_h·|i + off − j|          (the ALiBi term only when slopes are given)
 //   key j is visible to query i iff j < len_b (key padding; len_b ≤ M) and, when causal,
 //   j ≤ i + off (the last query is aligned with the last key).
-// Every exponential runs in base 2 on t = x·log2(e) (e^x = 2^t): the raw MMA output q·k becomes
-// t with one multiply by s·log2(e); invisible entries get t = −∞.
+// Every exponential runs in base 2 on t = x·log2(e) (e^x = 2^t). Scores stay in the MMA's raw
+// units r = q·k − (slope_h/s)·|i + off − j| (so x = s·r) until the exponential, where c = s·log2(e)
+// enters through the one FFMA that also subtracts the running max: 2^(c·r − c·m) (FA2's trick;
+// needs s > 0, which the launcher checks). Invisible entries get r = −∞.
 //
 // Forward: one CTA per (128 query rows, h, b) walks the visible K/V tiles from the last to the
 // first, keeping per row a running max m (of t), a sum l and acc (an f32 row of O):
-//   softmax     new tile: m' = max(m, max_j t_j);  l ← l·2^(m−m') + Σ_j 2^(t_j−m');
-//               acc ← acc·2^(m−m') + Σ_j 2^(t_j−m')·v_j.   Start m = −∞, l = 0.
-//               O = acc / l;  lse = ln Σ_j e^(x_j) = m·ln 2 + ln l.
+//   softmax     new tile (m in raw units): m' = max(m, max_j r_j);  l ← l·2^(c(m−m')) +
+//               Σ_j 2^(c·r_j − c·m');  acc ← acc·2^(c(m−m')) + Σ_j 2^(c·r_j − c·m')·v_j.
+//               Start m = −∞, l = 0.  O = acc / l;  lse = ln Σ_j e^(x_j) = c·m·ln 2 + ln l.
 //               A row that sees nothing keeps l = 0: O = 0 and lse = −∞ (never 0/0).
 //   softmax_1   the same with start m = 0, l = 1: the implicit extra key with logit 0 and value
 //               0. O = Σ_j e^(x_j)·v_j / (1 + Σ_j e^(x_j)), lse = ln(1 + Σ_j e^(x_j)) ≥ 0; a row
 //               that sees nothing gives O = 0, lse = 0.
 //   sigmoid     P_j = σ(x_j + b) = 1 / (1 + 2^(−(x_j + b)·log2 e));  O = Σ_j P_j·v_j.
 //               No max, sum, rescale or lse. b is folded into the score accumulator's start
-//               value b/s, so the MMA yields q·k + b/s and the one multiply by s·log2(e) gives
+//               value b/s, so the MMA yields r + b/s and the one multiply by c gives
 //               (x + b)·log2(e). Invisible entries: 2^(+∞) = ∞, 1/∞ = 0 exactly.
 //               (Not 0.5 + 0.5·tanh(x/2) with tanh.approx: its ~2^-11 absolute error is as
 //               large as σ itself at the typical x + b ≈ −8, i.e. b = −ln n.)
@@ -28,7 +30,7 @@
 // Backward (FA2): a pre-pass D_i = Σ_c dO_ic·O_ic (softmax family only); then one CTA per
 // (128 keys, h, b) keeps dK, dV in f32 registers and walks the 64-row query tiles that can see
 // its keys, recomputing P:
-//   P  = 2^(t − lse·log2 e)           softmax family (lse includes softmax_1's +1)
+//   P  = 2^(c·r − lse·log2 e)         softmax family (lse includes softmax_1's +1), one FFMA
 //      = σ(x + b)                     sigmoid
 //   dP = dO·Vᵀ
 //   dS = P∘(dP − D_i)                 softmax family. For softmax_1 the extra key has value 0,
@@ -388,10 +390,10 @@ __device__ __forceinline__ void store_acc(SmemTile<kCols> dst, const float (&acc
 }
 
 // ---- Scores -----------------------------------------------------------------------------------
-// What turns q·k (+ b/s) into t = x·log2(e), and which entries are visible.
+// What the raw q·k (+ b/s) needs before the exponential, and which entries are visible.
 struct ScoreMods {
-  float score_mult;  // s·log2(e)
-  float alibi_mult;  // slope_h·log2(e) (ALiBi only)
+  float score_mult;  // c = s·log2(e): raw units to base-2 exponent
+  float alibi_mult;  // slope_h / s: ALiBi in raw units (ALiBi only)
   bool alibi;
   bool causal;
   int causal_off;  // M − N
@@ -403,7 +405,7 @@ __device__ __forceinline__ ScoreMods make_score_mods(const Params& p, int b, int
   ScoreMods m;
   m.score_mult = p.scale * kLog2e;
   m.alibi = p.slopes != nullptr;
-  m.alibi_mult = m.alibi ? p.slopes[h] * kLog2e : 0.f;
+  m.alibi_mult = m.alibi ? p.slopes[h] / p.scale : 0.f;
   m.causal = p.causal;
   m.causal_off = p.M - p.N;
   m.kv_len = p.key_len ? imin(p.M, imax(p.key_len[b], 0)) : p.M;
@@ -411,20 +413,18 @@ __device__ __forceinline__ ScoreMods make_score_mods(const Params& p, int b, int
   return m;
 }
 
-// s (raw MMA output for rows row0.., keys col0..) -> t; invisible entries -> −∞. The ALiBi and
-// mask passes run only when on (warp-uniform branches around whole loops); check_mask says
-// whether this tile may hold an invisible entry at all. Entry (mt, nt, e) of a lane is row
+// s (raw MMA output for rows row0.., keys col0..): subtracts the ALiBi term (raw units) and sets
+// invisible entries to −∞; nothing at all in a tile without either (the common case). The
+// passes run only when on (warp-uniform branches around whole loops); check_mask says whether
+// this tile may hold an invisible entry at all. Entry (mt, nt, e) of a lane is row
 // row0 + lane/4 + ri, key col0 + 2(lane%4) + cj with compile-time ri = 16·mt + 8·(e/2),
 // cj = 8·nt + e%2, so each test compares one per-lane value with a constant.
 template <int MT, int NT>
-__device__ __forceinline__ void scores_to_log2(float (&s)[MT][NT][4], const ScoreMods& mod,
-                                               int row0, int col0, bool check_mask) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[mt][nt][e] *= mod.score_mult;
+__device__ __forceinline__ void apply_score_mods(float (&s)[MT][NT][4], const ScoreMods& mod,
+                                                 int row0, int col0, bool check_mask) {
+#if defined(ATTNLAB_FLASH_FAST_PATH_ONLY)  // scripts/sass_stats.py --fast-path: a full-mask tile
+  return;
+#endif
   if (!mod.alibi && !check_mask) return;
   const int lane = threadIdx.x & 31;
   const int li = row0 + (lane >> 2), lj = col0 + (lane & 3) * 2;  // entry (0, 0, 0)
@@ -456,11 +456,13 @@ __device__ __forceinline__ void scores_to_log2(float (&s)[MT][NT][4], const Scor
   }
 }
 
-// Online softmax over one key tile: turns t into 2^(t − m') in place and rescales the running
-// row state and the output accumulator. The 4 lanes of a quad share a row (lanes l^1, l^2).
+// Online softmax over one key tile: turns raw r into 2^(c·r − c·m') in place (one FFMA and one
+// ex2 each) and rescales the running row state and the output accumulator; row_max is kept in
+// raw units. The 4 lanes of a quad share a row (lanes l^1, l^2).
 template <int MT, int NT, int DT>
 __device__ __forceinline__ void softmax_update(float (&s)[MT][NT][4], float (&acc_o)[MT][DT][4],
-                                               float (&row_max)[MT][2], float (&row_sum)[MT][2]) {
+                                               float (&row_max)[MT][2], float (&row_sum)[MT][2],
+                                               float c) {
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -471,15 +473,15 @@ __device__ __forceinline__ void softmax_update(float (&s)[MT][NT][4], float (&ac
       mx = fmaxf(mx, ptx::shfl_xor(mx, 1));
       mx = fmaxf(mx, ptx::shfl_xor(mx, 2));
       // Nothing visible yet (softmax only): subtract 0 so that every term is 2^-inf = 0, not NaN.
-      const float m_use = mx == -INFINITY ? 0.f : mx;
-      const float corr = ptx::exp2_approx(row_max[mt][hf] - m_use);
+      const float mc = (mx == -INFINITY ? 0.f : mx) * c;
+      const float corr = ptx::exp2_approx(row_max[mt][hf] * c - mc);
       row_max[mt][hf] = mx;
       float sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float pv = ptx::exp2_approx(s[mt][nt][2 * hf + e] - m_use);
+          const float pv = ptx::exp2_approx(fmaf(s[mt][nt][2 * hf + e], c, -mc));
           s[mt][nt][2 * hf + e] = pv;
           sum += pv;
         }
@@ -492,9 +494,9 @@ __device__ __forceinline__ void softmax_update(float (&s)[MT][NT][4], float (&ac
     }
 }
 
-// σ(x + b) from t = (x + b)·log2(e): 1 / (1 + 2^-t). Two MUFU ops, relative error ~1e-7.
-__device__ __forceinline__ float sigmoid_from_log2(float t) {
-  return ptx::rcp_approx(1.f + ptx::exp2_approx(-t));
+// σ(x + b) from the raw score r (+ b/s): 1 / (1 + 2^(−c·r)). Two MUFU ops, relative error ~1e-7.
+__device__ __forceinline__ float sigmoid_from_raw(float r, float c) {
+  return ptx::rcp_approx(1.f + ptx::exp2_approx(-c * r));
 }
 
 template <class Policy>
@@ -578,7 +580,7 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
     warp_gemm<2, kNT, kD, false, false>(s, sQ, warp * 32, sK, 0);
     const bool check_mask = n0 + kBlockN > mod.kv_len ||
                             (p.causal && n0 + kBlockN - 1 > m0 + mod.causal_off);
-    scores_to_log2(s, mod, warp_row0, n0, check_mask);
+    apply_score_mods(s, mod, warp_row0, n0, check_mask);
 
     ptx::cp_async_wait_all();
     ptx::block_sync();  // V(nb) landed; every warp is done with K(nb)
@@ -593,9 +595,9 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[mt][nt][e] = sigmoid_from_log2(s[mt][nt][e]);
+          for (int e = 0; e < 4; ++e) s[mt][nt][e] = sigmoid_from_raw(s[mt][nt][e], mod.score_mult);
     } else {
-      softmax_update(s, acc_o, row_max, row_sum);
+      softmax_update(s, acc_o, row_max, row_sum, mod.score_mult);
     }
     warp_gemm_p(acc_o, s, sV, 0);
   }
@@ -614,7 +616,8 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
         row_mul[mt][hf] = l > 0.f ? 1.f / l : 0.f;
         const int i = warp_row0 + mt * 16 + hf * 8 + (lane >> 2);
         if ((lane & 3) == 0 && i < p.N)
-          p.lse[bh * p.N + i] = l > 0.f ? row_max[mt][hf] * kLn2 + logf(l) : -INFINITY;
+          p.lse[bh * p.N + i] =
+              l > 0.f ? row_max[mt][hf] * mod.score_mult * kLn2 + logf(l) : -INFINITY;
       }
     }
   ptx::block_sync();  // every warp is done reading sQ
@@ -763,7 +766,7 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
     warp_gemm<2, 4, kD, false, false>(dp, sdO, wr * 32, sV, wc * 32);
     const bool check_mask = m0 + kBlockM > p.N || n0 + kBlockN > mod.kv_len ||
                             (p.causal && n0 + kBlockN - 1 > m0 + mod.causal_off);
-    scores_to_log2(s, mod, m0 + wr * 32, n0 + wc * 32, check_mask);
+    apply_score_mods(s, mod, m0 + wr * 32, n0 + wc * 32, check_mask);
 
     // s -> P, dp -> dS (masked entries: P = 0, dS = 0).
 #pragma unroll
@@ -774,11 +777,11 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
         for (int e = 0; e < 4; ++e) {
           const int hf = e >> 1;
           if constexpr (Policy::kSigmoid) {
-            const float pr = sigmoid_from_log2(s[mt][nt][e]);
+            const float pr = sigmoid_from_raw(s[mt][nt][e], mod.score_mult);
             s[mt][nt][e] = pr;
             dp[mt][nt][e] = pr * (1.f - pr) * dp[mt][nt][e];
           } else {
-            const float pr = ptx::exp2_approx(s[mt][nt][e] - row_lse[mt][hf]);
+            const float pr = ptx::exp2_approx(fmaf(s[mt][nt][e], mod.score_mult, -row_lse[mt][hf]));
             s[mt][nt][e] = pr;
             dp[mt][nt][e] = pr * (dp[mt][nt][e] - row_d[mt][hf]);
           }

@@ -67,9 +67,11 @@ cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec) {
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
   AttnDims d = check_attention_args(q, k, v, spec);
   if (q.device().is_cuda()) {
-    // The flash kernels are bf16 with head dim 64 or 128; the f32 CUDA path (parity tests, f32
-    // runs) and other head dims take the composed op, which materialises P and returns no LSE.
-    if (q.dtype() == DType::F32) return {attention_composed(q, k, v, spec), Tensor()};
+    // The flash kernels are bf16 with head dim 64 or 128 and a positive scale; the f32 CUDA
+    // path (parity tests, f32 runs), other head dims and scales take the composed op, which
+    // materialises P and returns no LSE.
+    if (q.dtype() == DType::F32 || !(d.scale > 0))
+      return {attention_composed(q, k, v, spec), Tensor()};
     if (!cuda::flash_attention_supports_head_dim(d.D)) {
       static std::once_flag told;
       std::call_once(told, [&] {

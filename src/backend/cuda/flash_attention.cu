@@ -34,8 +34,9 @@ void check_config(const FlashAttnConfig& c) {
   constexpr int64_t kMaxLen = int64_t{1} << 30;  // row indices are int in the kernels
   if (c.N < 0 || c.M < 0 || c.N > kMaxLen || c.M > kMaxLen)
     bad("sequence lengths out of range: N " + std::to_string(c.N) + ", M " + std::to_string(c.M));
-  if (!(c.scale != 0.f && c.scale - c.scale == 0.f))  // non-zero and finite
-    bad("scale must be finite and non-zero, got " + std::to_string(c.scale));
+  // Positive: the kernels take the row max of unscaled scores (kernels/flash_attention.cuh).
+  if (!(c.scale > 0.f && c.scale - c.scale == 0.f))
+    bad("scale must be finite and > 0, got " + std::to_string(c.scale));
 }
 
 fl::Params make_params(const FlashAttnConfig& c) {

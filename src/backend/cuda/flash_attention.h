@@ -17,7 +17,7 @@ struct FlashAttnConfig {
   int64_t N = 0, M = 0;  // queries, keys
   int64_t D = 0;         // head dim: 64 or 128
   FlashVariant variant = FlashVariant::Softmax;
-  float scale = 0;         // s in s·q·k; must be finite and non-zero (the op passes 1/sqrt(D))
+  float scale = 0;         // s in s·q·k; must be finite and > 0 (the op passes 1/sqrt(D))
   float sigmoid_bias = 0;  // b in σ(s·q·k + b)
   bool causal = false;     // key j visible to query i iff j <= i + (M - N)
   const int32_t* key_len = nullptr;      // [B]: keys >= key_len[b] masked; null: no padding
