@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_api.h"
 #include "backend/cuda/launch.h"
+#include "backend/cuda/ops_cuda.h"
 #include "backend/cuda_emu/ptx_emu.h"
 #include "flash_check.h"
 #include "kernels/common.cuh"
@@ -173,4 +174,41 @@ TEST(CudaEmu, FlashKernelsWithCopiesLandingAtIssue) {
   check_flash_case({AttentionVariant::Sigmoid, 128, 1, 1, 70, 130, false, false, true, 32});
   check_flash_case({AttentionVariant::Softmax1, 64, 2, 1, 64, 129, true, false, false, 33});
   attn::emu::ptx_state::copies_at_issue = false;
+}
+
+// cuBLASLt's GELU_AUX_BIAS epilogue through the backend's gemm_bias_gelu: C = gelu(pre) and
+// pre = X·Wᵀ + b written to the aux buffer, in one call; and "no algorithm" (here: an aux
+// leading dimension that is not a multiple of 8) reported without writing anything, which is
+// what sends linear_gelu to its fallback.
+TEST(CudaEmu, GemmWithTheGeluEpilogueWritesBothOutputs) {
+  const int64_t R = 5, in = 7;
+  for (int64_t out : {24, 13}) {
+    float* x = device_array<float>(R * in);
+    float* w = device_array<float>(out * in);
+    float* b = device_array<float>(out);
+    float* y = device_array<float>(R * out);
+    float* pre = device_array<float>(R * out);
+    for (int64_t i = 0; i < R * in; ++i) x[i] = 0.1f * static_cast<float>(i % 11) - 0.5f;
+    for (int64_t i = 0; i < out * in; ++i) w[i] = 0.05f * static_cast<float>(i % 13) - 0.3f;
+    for (int64_t j = 0; j < out; ++j) b[j] = 0.01f * static_cast<float>(j);
+    const bool fused =
+        cuda::gemm_bias_gelu(DType::F32, false, true, R, out, in, x, in, w, in, y, pre, out, b, 0);
+    EXPECT_EQ(fused, out % 8 == 0) << "out " << out;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < out; ++j) {
+        double p = b[j];
+        for (int64_t k = 0; k < in; ++k) p += static_cast<double>(x[r * in + k]) * w[j * in + k];
+        const double g = 0.5 * p * (1 + std::tanh(0.7978845608028654 * (p + 0.044715 * p * p * p)));
+        if (fused) {
+          EXPECT_NEAR(pre[r * out + j], p, 1e-6) << r << ", " << j;
+          EXPECT_NEAR(y[r * out + j], g, 1e-6) << r << ", " << j;
+        } else {
+          EXPECT_TRUE(std::isnan(y[r * out + j]) && std::isnan(pre[r * out + j]))
+              << "written without an algorithm";
+        }
+      }
+    for (void* p : {static_cast<void*>(x), static_cast<void*>(w), static_cast<void*>(b),
+                    static_cast<void*>(y), static_cast<void*>(pre)})
+      cuda::device_free(p, 0);
+  }
 }

@@ -118,6 +118,12 @@ std::vector<OpCase> all_cases() {
   add_case("linear", {OpId::Linear}, {{4, 6, 64}, {48, 64}, {48}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
   add_case("linear_no_bias", {OpId::Linear}, {{13, 37}, {19, 37}}, [](const V& x) { return linear(x[0], x[1]); });
   add_case("linear_ragged", {OpId::Linear}, {{3, 5, 33}, {65, 33}, {65}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
+  // The GELU in cuBLASLt's epilogue (48 outputs), and with 65, a width the emulated device has no
+  // epilogue algorithm for, the fallback (the BIAS GEMM, then the GELU kernel).
+  add_case("linear_gelu", {OpId::Linear, OpId::Gelu}, {{4, 6, 64}, {48, 64}, {48}},
+           [](const V& x) { return linear_gelu(x[0], x[1], x[2]); });
+  add_case("linear_gelu_ragged", {OpId::Linear, OpId::Gelu}, {{3, 5, 33}, {65, 33}, {65}},
+           [](const V& x) { return linear_gelu(x[0], x[1], x[2]); });
   // ---- broadcasting binary ops (and sum_to_shape in their backward)
   add_case("add_same", {OpId::Add}, {{4, 33}, {4, 33}}, [](const V& x) { return add(x[0], x[1]); });
   add_case("add_row", {OpId::Add}, {{256, 64}, {64}}, [](const V& x) { return add(x[0], x[1]); });

@@ -13,6 +13,10 @@ Tensor Linear::forward(const Tensor& x) const {
   return linear(x, working(weight), working(bias));
 }
 
+Tensor Linear::forward_gelu(const Tensor& x) const {
+  return linear_gelu(x, working(weight), working(bias));
+}
+
 Embedding::Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt) {
   Tensor w = Tensor::empty({vocab, dim}, dt);
   init_normal(w, init_std, gen);
@@ -45,7 +49,7 @@ Mlp::Mlp(const ModelConfig& c, double out_std, Generator& gen, DType dt) : kind(
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
-  if (kind == MlpKind::Gelu) return fc2->forward(gelu(fc1->forward(x)));
+  if (kind == MlpKind::Gelu) return fc2->forward(fc1->forward_gelu(x));
   return fc2->forward(mul(silu(fc1->forward(x)), gate->forward(x)));
 }
 

@@ -11,6 +11,7 @@ class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias, double init_std, Generator& gen, DType dt);
   Tensor forward(const Tensor& x) const;
+  Tensor forward_gelu(const Tensor& x) const;  // gelu(forward(x)), fused on CUDA (linear_gelu)
   Tensor weight, bias;
 };
 

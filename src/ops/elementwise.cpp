@@ -6,6 +6,7 @@
 #include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
+#include "ops/record_internal.h"
 
 namespace attn {
 
@@ -411,15 +412,19 @@ Tensor unary_grad(OpId op, const Tensor& g, const Tensor& x, const Tensor& y, do
 }
 
 Tensor unary(OpId op, const Tensor& x, double p = 0) {
-  Tensor y = unary_map(op, x, p);
-  // CUDA recomputes y from x in the backward: keep y only for the CPU.
-  Tensor keep_y = x.device().is_cuda() ? Tensor() : y.detach();
-  return autograd::record(op, y, {x}, [op, xd = x.detach(), yd = keep_y, p](const Tensor& g) {
-    return std::vector<Tensor>{unary_grad(op, g, xd, yd, p)};
-  });
+  return record_unary(op, unary_map(op, x, p), x, p);
 }
 
 }  // namespace
+
+Tensor record_unary(OpId op, Tensor y, const Tensor& x, double p) {
+  // CUDA recomputes y from x in the backward: keep y only for the CPU.
+  Tensor keep_y = x.device().is_cuda() ? Tensor() : y.detach();
+  return autograd::record(op, std::move(y), {x},
+                          [op, xd = x.detach(), yd = keep_y, p](const Tensor& g) {
+                            return std::vector<Tensor>{unary_grad(op, g, xd, yd, p)};
+                          });
+}
 
 Tensor neg(const Tensor& x) { return unary(OpId::Neg, x); }
 Tensor exp(const Tensor& x) { return unary(OpId::Exp, x); }

@@ -1,14 +1,19 @@
 // y = x·Wᵀ + b (PyTorch's F.linear): x [..., in], W [out, in], b [out] or none. One op rather than
-// matmul + add so that CUDA adds the bias inside the GEMM (cuBLASLt's BIAS epilogue).
+// matmul + add so that CUDA adds the bias inside the GEMM (cuBLASLt's BIAS epilogue); and
+// linear_gelu, gelu(y) with the GELU in the GEMM's epilogue too (GELU_AUX_BIAS).
 // With the rows of x flattened to X [R, in] and G = dL/dy as [R, out]:
 //   dX = G·W          [R, in]
 //   dW = Gᵀ·X         [out, in]
 //   db = Σ_r G[r, :]  [out]
+#include <cstdlib>
+#include <string>
+
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/parallel.h"
 #include "ops/op_cuda.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
+#include "ops/record_internal.h"
 
 namespace attn {
 
@@ -48,20 +53,57 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, int64_t
   return y;
 }
 
+// linear_gelu on CUDA: one GEMM whose epilogue adds the bias and applies the GELU (its input, pre,
+// kept in a second buffer), or, where cuBLASLt has no algorithm for that (or
+// ATTNLAB_GELU_EPILOGUE=0 asks for the comparison), the BIAS GEMM and the GELU kernel.
+bool gelu_epilogue_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("ATTNLAB_GELU_EPILOGUE");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+
 }  // namespace
+
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_linear_args(x, w, b);
+  if (!x.device().is_cuda() || !b.defined()) return gelu(linear(x, w, b));
+  check_cuda_float(x, "linear_gelu");
+  const int64_t R = x.numel() / w.size(1), in = w.size(1), out = w.size(0);
+  Shape shape = x.shape();
+  shape.back() = out;
+  Tensor pre = Tensor::empty(shape, x.dtype(), x.device());
+  Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+  const bool fused =
+      gelu_epilogue_enabled() &&
+      cuda::gemm_bias_gelu(x.dtype(), false, true, R, out, in, x.raw_data(), in, w.raw_data(), in,
+                           y.raw_data(), pre.raw_data(), out, b.raw_data(), x.device().index);
+  if (!fused) {
+    cuda::gemm(x.dtype(), false, true, R, out, in, x.raw_data(), in, 0, w.raw_data(), in, 0,
+               pre.raw_data(), out, 0, 1, x.device().index, b.raw_data());
+    cuda::unary_forward(cuda::UnaryOp::Gelu, x.dtype(), pre.raw_data(), y.raw_data(), y.numel(), 0,
+                        x.device().index);
+  }
+  return record_unary(OpId::Gelu, std::move(y), record_linear(std::move(pre), x, w, b, R));
+}
+
+Tensor record_linear(Tensor y, const Tensor& x, const Tensor& w, const Tensor& b, int64_t R) {
+  return autograd::record(
+      OpId::Linear, std::move(y), {x, w, b},
+      [xd = x.detach(), wd = w.detach(), has_bias = b.defined(), R](const Tensor& g) {
+        const Tensor G = reshape(g, {R, wd.size(0)}), X = reshape(xd, {R, wd.size(1)});
+        Tensor dx = reshape(matmul(G, wd), xd.shape());
+        Tensor dw = matmul(G, X, true, false);
+        Tensor db = has_bias ? sum(G, 0) : Tensor();
+        return std::vector<Tensor>{dx, dw, db};
+      });
+}
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_linear_args(x, w, b);
   const int64_t R = x.numel() / w.size(1);
-  Tensor y = linear_forward(x, w, b, R);
-  return autograd::record(OpId::Linear, y, {x, w, b},
-                          [xd = x.detach(), wd = w.detach(), has_bias = b.defined(), R](const Tensor& g) {
-    const Tensor G = reshape(g, {R, wd.size(0)}), X = reshape(xd, {R, wd.size(1)});
-    Tensor dx = reshape(matmul(G, wd), xd.shape());
-    Tensor dw = matmul(G, X, true, false);
-    Tensor db = has_bias ? sum(G, 0) : Tensor();
-    return std::vector<Tensor>{dx, dw, db};
-  });
+  return record_linear(linear_forward(x, w, b, R), x, w, b, R);
 }
 
 }  // namespace attn

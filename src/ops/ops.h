@@ -17,6 +17,12 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // y = x·Wᵀ + b (PyTorch's F.linear): x [..., in], W [out, in], b [out] or undefined (no bias).
 // On CUDA the bias is added by the GEMM's epilogue.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// gelu(linear(x, w, b)), the same graph and gradients (a Linear node, then a Gelu node). On CUDA
+// with a bias, one cuBLASLt GEMM whose GELU_AUX_BIAS epilogue applies the GELU as it writes the
+// output and keeps its input for the backward: no separate GELU pass. Where cuBLASLt has no
+// algorithm for that epilogue, or ATTNLAB_GELU_EPILOGUE=0 is set (to measure the difference),
+// the BIAS GEMM and the GELU kernel.
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b);
 
 // ---- elementwise.cpp --------------------------------------------------------------------
 // Binary ops broadcast NumPy-style (row, column and scalar operands included).

@@ -9,11 +9,15 @@
 //
 // Epilogues: BIAS for the linear op's forward (the bias is added as C is written, saving a read
 // and a write of C). Column-major C is [N, M], and cuBLASLt adds a bias of length m = N to every
-// column: our bias over the output features, broadcast over the rows. No GELU epilogue: llm.c
-// turned GELU fusion off after measuring it (RESEARCH.md §5); it stays a separate op until it is
-// measured here. The bias gradient is a column sum (the reduce kernel), not BGRADB.
+// column: our bias over the output features, broadcast over the rows. GELU_AUX_BIAS for
+// linear_gelu: C = gelu(pre) with pre = A·op(B) + bias written to a second buffer of C's layout
+// (the "aux", kept for the backward), which saves the GELU kernel's read of pre. Where cuBLASLt
+// has no algorithm for it, gemm_bias_gelu says so and the op runs the two passes (llm.c keeps
+// this fusion on for Hopper and off before it; bench train with ATTNLAB_GELU_EPILOGUE=0 measures
+// the difference). The bias gradient is a column sum (the reduce kernel), not BGRADB.
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <memory>
@@ -42,16 +46,21 @@ struct DeviceContext {
   void* workspace = nullptr;
 };
 
-// The descriptors and the chosen algorithm for one shape. Created once, never changed (so they
-// are read without the lock; a bias plan's pointer attribute is the exception, set and used
-// under the lock) and kept for the life of the process.
+enum class Epilogue : int64_t { None, Bias, BiasGeluAux };
+
+// The descriptors and the chosen algorithm for one shape and epilogue. Created once, never
+// changed (so they are read without the lock; the bias and aux pointer attributes are the
+// exception, set and used under the lock) and kept for the life of the process. `found` is
+// false where cuBLASLt offered no algorithm (only tolerated for GELU_AUX_BIAS, which has a
+// fallback).
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLASLt's A (our B), B, C
   cublasLtMatmulAlgo_t algo{};
+  bool found = false;
 };
 
-// device, dtype, transposes, sizes, leading dims, batch, strides, pointer alignments, bias epilogue
+// device, dtype, transposes, sizes, leading dims, batch, strides, pointer alignments, epilogue
 using Key = std::array<int64_t, 18>;
 
 std::mutex g_mutex;
@@ -88,17 +97,23 @@ void set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
 std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, DType dt, bool ta, bool tb, int64_t M,
                                 int64_t N, int64_t K, int64_t lda, int64_t stride_a, int64_t ldb,
                                 int64_t stride_b, int64_t ldc, int64_t stride_c, int64_t batch,
-                                uint32_t align_a, uint32_t align_b, uint32_t align_c, bool bias) {
+                                uint32_t align_a, uint32_t align_b, uint32_t align_c, Epilogue ep) {
   auto plan = std::make_unique<Plan>();
   const cudaDataType type = dt == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
   ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  if (bias) {  // the pointer itself is set per call (gemm() below)
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  if (ep != Epilogue::None) {  // the pointers themselves are set per call (run() below)
+    const cublasLtEpilogue_t epilogue =
+        ep == Epilogue::Bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     const int32_t bias_type = type;  // the bias has C's dtype
     ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                         &epilogue, sizeof epilogue));
     ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+  }
+  if (ep == Epilogue::BiasGeluAux) {  // the aux (pre-GELU) buffer has C's layout: ld = ldc
+    const int64_t aux_ld = ldc;
+    ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
   }
   const int32_t op_first = tb ? CUBLAS_OP_T : CUBLAS_OP_N;   // cuBLASLt's A = our B
   const int32_t op_second = ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's B = our A
@@ -140,6 +155,8 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, DType dt, bool ta, bool
     st = cublasLtMatmulAlgoGetHeuristic(handle, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
                                         1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  if (ep == Epilogue::BiasGeluAux && (st != CUBLAS_STATUS_SUCCESS || found == 0))
+    return plan;  // not found: the caller falls back to BIAS and the GELU kernel
   ATTNLAB_CUBLAS_CHECK(st);
   if (found == 0)
     throw std::runtime_error("matmul: cuBLASLt has no algorithm for " + std::string(dtype_name(dt)) +
@@ -147,7 +164,81 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, DType dt, bool ta, bool
                              std::to_string(K) + ", batch " + std::to_string(batch) +
                              (ta ? ", A transposed" : "") + (tb ? ", B transposed" : ""));
   plan->algo = result.algo;
+  plan->found = true;
   return plan;
+}
+
+}  // namespace
+
+namespace {
+
+// C = op(A)·op(B) with the epilogue (bias: N values; aux: the pre-GELU output, C's layout).
+// Returns false, having launched nothing, where the plan found no algorithm (GELU_AUX_BIAS only).
+bool run(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+         int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C, int64_t ldc,
+         int64_t stride_c, int64_t batch, int device, Epilogue ep, const void* bias, void* aux) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    throw std::invalid_argument(std::string("matmul: CUDA GEMM takes f32 or bf16, got ") +
+                                dtype_name(dt));
+  if (M == 0 || N == 0 || batch == 0) return true;
+  if (batch > INT32_MAX) throw std::invalid_argument("matmul: batch count over 2^31 on CUDA");
+  if (ep != Epilogue::None && batch != 1)
+    throw std::invalid_argument("matmul: a bias epilogue needs batch 1");
+  detail::set_device(device);
+  const int64_t es = static_cast<int64_t>(dtype_size(dt));
+  if (K == 0) {  // an empty sum: C = 0 (+ bias)
+    if (ep != Epilogue::None)
+      throw std::invalid_argument("matmul: a bias epilogue with K = 0 is not supported on CUDA");
+    for (int64_t b = 0; b < batch; ++b)
+      ATTNLAB_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + b * stride_c * es, ldc * es, 0,
+                                           N * es, M, detail::stream()));
+    return true;
+  }
+  const uint32_t align_a = alignment(A, stride_a * es, batch);
+  const uint32_t align_b = alignment(B, stride_b * es, batch);
+  // The aux buffer has C's layout: the plan must suit both pointers' alignment.
+  const uint32_t align_c = std::min(alignment(C, stride_c * es, batch),
+                                    aux ? alignment(aux, stride_c * es, batch) : 256u);
+  const Key key{device,
+                static_cast<int64_t>(dt),
+                ta,
+                tb,
+                M,
+                N,
+                K,
+                lda,
+                ldb,
+                ldc,
+                batch,
+                batch > 1 ? stride_a : 0,
+                batch > 1 ? stride_b : 0,
+                batch > 1 ? stride_c : 0,
+                align_a,
+                align_b,
+                align_c,
+                static_cast<int64_t>(ep)};
+  const float alpha = 1.f, beta = 0.f;
+  // One lock around the plan lookup and the call: a plan's pointer attributes are per call.
+  std::unique_lock<std::mutex> lock(g_mutex);
+  DeviceContext& ctx = context(device);
+  auto it = g_plans.find(key);
+  if (it == g_plans.end())
+    it = g_plans
+             .emplace(key, make_plan(ctx.handle, dt, ta, tb, M, N, K, lda, stride_a, ldb, stride_b,
+                                     ldc, stride_c, batch, align_a, align_b, align_c, ep))
+             .first;
+  const Plan* plan = it->second.get();
+  if (!plan->found) return false;
+  if (bias)
+    ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                        &bias, sizeof bias));
+  if (aux)
+    ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+  ATTNLAB_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op, &alpha, B, plan->a, A, plan->b, &beta,
+                                      C, plan->c, C, plan->c, &plan->algo, ctx.workspace,
+                                      kWorkspaceBytes, detail::stream()));
+  return true;
 }
 
 }  // namespace
@@ -155,56 +246,17 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, DType dt, bool ta, bool
 void gemm(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
           int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C, int64_t ldc,
           int64_t stride_c, int64_t batch, int device, const void* bias) {
-  if (dt != DType::F32 && dt != DType::BF16)
-    throw std::invalid_argument(std::string("matmul: CUDA GEMM takes f32 or bf16, got ") +
-                                dtype_name(dt));
-  if (M == 0 || N == 0 || batch == 0) return;
-  if (batch > INT32_MAX) throw std::invalid_argument("matmul: batch count over 2^31 on CUDA");
-  if (bias && batch != 1) throw std::invalid_argument("matmul: a bias epilogue needs batch 1");
-  detail::set_device(device);
-  const int64_t es = static_cast<int64_t>(dtype_size(dt));
-  if (K == 0) {  // an empty sum: C = 0 (+ bias)
-    for (int64_t b = 0; b < batch; ++b)
-      ATTNLAB_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + b * stride_c * es, ldc * es, 0,
-                                           N * es, M, detail::stream()));
-    if (bias)
-      throw std::invalid_argument("matmul: a bias epilogue with K = 0 is not supported on CUDA");
-    return;
-  }
-  const uint32_t align_a = alignment(A, stride_a * es, batch);
-  const uint32_t align_b = alignment(B, stride_b * es, batch);
-  const uint32_t align_c = alignment(C, stride_c * es, batch);
-  const Key key{device, static_cast<int64_t>(dt), ta, tb, M, N, K, lda, ldb, ldc, batch,
-                batch > 1 ? stride_a : 0, batch > 1 ? stride_b : 0, batch > 1 ? stride_c : 0,
-                align_a, align_b, align_c, bias != nullptr};
-  cublasLtHandle_t handle;
-  void* workspace;
-  const Plan* plan;
-  const float alpha = 1.f, beta = 0.f;
-  {
-    std::unique_lock<std::mutex> lock(g_mutex);
-    DeviceContext& ctx = context(device);
-    handle = ctx.handle;
-    workspace = ctx.workspace;
-    auto it = g_plans.find(key);
-    if (it == g_plans.end())
-      it = g_plans
-               .emplace(key, make_plan(handle, dt, ta, tb, M, N, K, lda, stride_a, ldb, stride_b,
-                                       ldc, stride_c, batch, align_a, align_b, align_c, bias != nullptr))
-               .first;
-    plan = it->second.get();
-    if (bias) {  // a bias plan's descriptor takes this call's pointer: set and used under the lock
-      ATTNLAB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                          &bias, sizeof bias));
-      ATTNLAB_CUBLAS_CHECK(cublasLtMatmul(handle, plan->op, &alpha, B, plan->a, A, plan->b, &beta, C,
-                                          plan->c, C, plan->c, &plan->algo, workspace, kWorkspaceBytes,
-                                          detail::stream()));
-      return;
-    }
-  }
-  ATTNLAB_CUBLAS_CHECK(cublasLtMatmul(handle, plan->op, &alpha, B, plan->a, A, plan->b, &beta, C,
-                                      plan->c, C, plan->c, &plan->algo, workspace, kWorkspaceBytes,
-                                      detail::stream()));
+  run(dt, ta, tb, M, N, K, A, lda, stride_a, B, ldb, stride_b, C, ldc, stride_c, batch, device,
+      bias ? Epilogue::Bias : Epilogue::None, bias, nullptr);
+}
+
+bool gemm_bias_gelu(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A,
+                    int64_t lda, const void* B, int64_t ldb, void* C, void* pre, int64_t ldc,
+                    const void* bias, int device) {
+  if (!bias || !pre)
+    throw std::invalid_argument("matmul: the GELU epilogue needs a bias and an aux buffer");
+  return run(dt, ta, tb, M, N, K, A, lda, 0, B, ldb, 0, C, ldc, 0, 1, device, Epilogue::BiasGeluAux,
+             bias, pre);
 }
 
 }  // namespace attn::cuda

@@ -150,5 +150,11 @@ void scale_inplace(DType dt, void* g, int64_t n, double c, int device);
 void gemm(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
           int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C,
           int64_t ldc, int64_t stride_c, int64_t batch, int device, const void* bias = nullptr);
+// One GEMM with cuBLASLt's GELU_AUX_BIAS epilogue (batch 1): pre = op(A)·op(B) + bias, written
+// to `pre`, and C = gelu(pre) (the tanh GELU), both [M, N] with row length ldc. Returns false,
+// having written nothing, where cuBLASLt has no algorithm for that epilogue on this problem.
+bool gemm_bias_gelu(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                    const void* A, int64_t lda, const void* B, int64_t ldb, void* C, void* pre,
+                    int64_t ldc, const void* bias, int device);
 
 }  // namespace attn::cuda

@@ -67,6 +67,10 @@ void copy_rows(void*, int64_t, const void*, int64_t, int64_t, int64_t, int) { no
 void rope(DType, const void*, void*, int64_t, int64_t, int64_t, double, int64_t, bool, int) {
   no_cuda();
 }
+bool gemm_bias_gelu(DType, bool, bool, int64_t, int64_t, int64_t, const void*, int64_t, const void*,
+                    int64_t, void*, void*, int64_t, const void*, int) {
+  no_cuda();
+}
 void adamw_step(float*, float*, float*, DType, const void*, bf16*, int64_t, const AdamWScalars&,
                 int) {
   no_cuda();

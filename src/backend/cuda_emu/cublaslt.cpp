@@ -3,9 +3,14 @@
 // algorithm was chosen for, every operand inside a device allocation), and a matmul on the CPU:
 //   D = α·op(A)·op(B) + β·C (+ bias[row] with the BIAS epilogue), column-major, batched by
 //   strides; computed in f64 (Eigen) and rounded once to D's type (C is not read when β = 0).
+//   GELU_AUX_BIAS: aux = that sum (+ bias) in D's type and layout with the aux leading
+//   dimension, D = gelu(aux) (the tanh GELU, on the unrounded sum). This emulation offers no
+//   algorithm for an aux leading dimension that is not a multiple of 8 (the heuristic finds none),
+//   so that the callers' fallback runs here too; the real library decides for itself.
 #include <cublasLt.h>
 
 #include <Eigen/Core>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -18,6 +23,8 @@ struct EmuLtMatmulDesc {
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
   int32_t bias_type = -1;  // unset: D's type
+  void* aux = nullptr;
+  int64_t aux_ld = 0;
 };
 struct EmuLtLayout {
   cudaDataType type;
@@ -75,9 +82,12 @@ cublasStatus_t check_problem(const EmuLtMatmulDesc& op, const EmuLtLayout& a, co
     return CUBLAS_STATUS_INVALID_VALUE;
   if (a.batch != d.batch || b.batch != d.batch || c.batch != d.batch)
     return CUBLAS_STATUS_INVALID_VALUE;
-  if (op.epilogue == CUBLASLT_EPILOGUE_BIAS && op.bias_type != -1 &&
+  if (op.epilogue != CUBLASLT_EPILOGUE_DEFAULT && op.bias_type != -1 &&
       op.bias_type != static_cast<int32_t>(d.type))
     return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (op.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS &&
+      (op.aux_ld < static_cast<int64_t>(m) || d.batch != 1))
+    return CUBLAS_STATUS_INVALID_VALUE;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -143,12 +153,17 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
       return st;
     case CUBLASLT_MATMUL_DESC_EPILOGUE:
       if ((st = read_attr(buf, size, u32)) != CUBLAS_STATUS_SUCCESS) return st;
-      if (u32 != CUBLASLT_EPILOGUE_DEFAULT && u32 != CUBLASLT_EPILOGUE_BIAS)
+      if (u32 != CUBLASLT_EPILOGUE_DEFAULT && u32 != CUBLASLT_EPILOGUE_BIAS &&
+          u32 != CUBLASLT_EPILOGUE_GELU_AUX_BIAS)
         return CUBLAS_STATUS_NOT_SUPPORTED;
       desc->epilogue = static_cast<cublasLtEpilogue_t>(u32);
       return st;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
       return read_attr(buf, size, desc->bias);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER:
+      return read_attr(buf, size, desc->aux);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD:
+      return read_attr(buf, size, desc->aux_ld);
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
       return read_attr(buf, size, desc->bias_type);
   }
@@ -211,6 +226,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   *found = 0;
   if (cublasStatus_t st = check_problem(*desc, *a, *b, *c, *d); st != CUBLAS_STATUS_SUCCESS)
     return st;
+  if (desc->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS && desc->aux_ld % 8 != 0)
+    return CUBLAS_STATUS_SUCCESS;  // no algorithm: *found stays 0
   results[0] = {};
   for (int i = 0; i < 4; ++i) {
     const uint32_t al = pref->align[i];
@@ -241,8 +258,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     fail(
         "cublasLtMatmul: a matrix pointer is less aligned than the preference the algorithm "
         "was chosen with promised");
-  const bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS;
+  const bool gelu = desc->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  const bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS || gelu;
   if (bias && !desc->bias) return CUBLAS_STATUS_INVALID_VALUE;
+  if (gelu && !desc->aux) return CUBLAS_STATUS_INVALID_VALUE;
   const float alpha = *static_cast<const float*>(alpha_p),
               beta = *static_cast<const float*>(beta_p);
   const int64_t m = static_cast<int64_t>(d->rows), n = static_cast<int64_t>(d->cols);
@@ -256,6 +275,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   require_extent(D, *d, "D");
   if (bias && !attn::emu::in_device_allocation(desc->bias, m * type_bytes(d->type)))
     fail("cublasLtMatmul: the bias vector is not inside one device allocation");
+  if (gelu) require_extent(desc->aux, EmuLtLayout{d->type, d->rows, d->cols, desc->aux_ld}, "aux");
   const bool ta = desc->transa == CUBLAS_OP_T, tb = desc->transb == CUBLAS_OP_T;
   // op(X) of one batch entry as a dense f64 matrix.
   auto gather = [](const EmuLtLayout& l, const void* base, int64_t off, bool trans) {
@@ -280,6 +300,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       for (int64_t row = 0; row < m; ++row) {
         double v = out(row, col);
         if (bias) v += load(d->type, desc->bias, row);
+        if (gelu) {  // batch 1 (checked)
+          store(d->type, desc->aux, row + col * desc->aux_ld, v);
+          v = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        }
         store(d->type, D, bt * d->stride + row + col * d->ld, v);
       }
   }
