@@ -143,7 +143,7 @@ run_bundle() {
   {
     echo "# GPU check"
     echo
-    echo "- commit: $(cat "$BUNDLE/COMMIT" 2>/dev/null || echo unknown), run $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "- commit: $(tr '\n' ' ' < "$BUNDLE/COMMIT" 2>/dev/null || echo unknown), run $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not available')"
     local missing
     missing=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/tests/*; do ldd "$f" | grep 'not found' || true; done | sort -u)
@@ -168,6 +168,9 @@ run_bundle() {
       echo "| $name | **exit $rc** $summary |" >> "$report"
       grep -E '^\[  FAILED  \] ' "$logs/$name.log" | head -n 20 | sed 's/^/    /' >> "$report" || true
       tail -n 15 "$logs/$name.log" | sed 's/^/    /' >> "$report"
+    elif grep -q 'no CUDA device visible' "$logs/$name.log"; then
+      failed=1  # on the GPU machine a skip means the device or the driver was not found
+      echo "| $name | **skipped: no CUDA device visible** $summary |" >> "$report"
     else
       echo "| $name | ok: $summary |" >> "$report"
     fi
@@ -240,18 +243,23 @@ LIST
 }
 
 # Training tokens/s, attnlab vs PyTorch on the same GPU: a GPT-2-small-sized LM (d 768, 12 layers,
-# 12 heads of 64, T 1024, batch 8) in bf16, each variant.
+# 12 heads of 64, T 1024, batch 8) in bf16, each variant; and attnlab's softmax once more without
+# the GELU epilogue (ATTNLAB_GELU_EPILOGUE=0), to see what the fusion is worth.
 bench_train() {
   local size=(768 12 12 1024 8) v line
+  attnlab_bench() {  # variant -> "tokens/s line, peak memory line"
+    timeout 600 "$BUNDLE/bin/attnlab" bench train --steps 10 --set run.device=cuda --set run.precision=bf16 \
+      --set model.d_model=${size[0]} --set model.n_layers=${size[1]} --set model.n_heads=${size[2]} \
+      --set model.seq_len=${size[3]} --set train.batch_size=${size[4]} --set attention.variant="$1" 2>&1 |
+      tail -n 2 | tr '\n' ' ' || true
+  }
   echo
   echo "## Training tokens/s (d ${size[0]}, ${size[1]} layers, ${size[2]} heads, T ${size[3]}, batch ${size[4]}, bf16)"
   echo
   echo '```'
+  echo "attnlab softmax, GELU epilogue off: $(ATTNLAB_GELU_EPILOGUE=0 attnlab_bench softmax)"
   for v in softmax sigmoid softmax1; do
-    line=$(timeout 600 "$BUNDLE/bin/attnlab" bench train --steps 10 --set run.device=cuda --set run.precision=bf16 \
-      --set model.d_model=${size[0]} --set model.n_layers=${size[1]} --set model.n_heads=${size[2]} \
-      --set model.seq_len=${size[3]} --set train.batch_size=${size[4]} --set attention.variant=$v 2>&1 | tail -n 2 | tr '\n' ' ' || true)
-    echo "attnlab $v: $line"
+    echo "attnlab $v: $(attnlab_bench $v)"
     line=$(timeout 600 python3 scripts/bench_torch_lm.py --device cuda --bf16 --steps 10 --variant $v \
       --d-model ${size[0]} --layers ${size[1]} --heads ${size[2]} --seq ${size[3]} --batch ${size[4]} 2>&1 | tail -n 1 || true)
     echo "$line"
