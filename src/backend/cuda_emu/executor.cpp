@@ -43,7 +43,6 @@ struct BlockRun {
   std::vector<WarpState> warps;
   int block_arrived = 0;
   std::vector<unsigned char> smem;  // dynamic shared memory, 0xff-filled
-  size_t smem_bytes = 0;
   Fiber* current = nullptr;
   const std::function<void()>* body = nullptr;
 };
@@ -72,6 +71,10 @@ unsigned char* stack_of(int linear) {
       std::abort();
     }
     ex.stacks = static_cast<unsigned char*>(p);
+    // A guard page at the low end of each stack: an overflow faults instead of silently writing
+    // into the next thread's stack.
+    for (int t = 0; t < kMaxThreads; ++t)
+      mprotect(ex.stacks + static_cast<size_t>(t) * kStackBytes, 4096, PROT_NONE);
   }
   return ex.stacks + static_cast<size_t>(linear) * kStackBytes;
 }
@@ -227,7 +230,6 @@ void launch_kernel(const void* kernel, const LaunchSite& site, const std::functi
   r.fibers.resize(threads);
   r.warps.resize((threads + 31) / 32);
   r.smem.assign(site.smem, 0xff);
-  r.smem_bytes = site.smem;
   r.body = &body;
   ex.site = &site;
   ex.run = &r;
@@ -284,7 +286,7 @@ const unsigned char* warp_exchange(const void* mine, size_t bytes) {
 
 int linear_thread() { return run().current->linear; }
 unsigned char* dynamic_smem() { return run().smem.data(); }
-size_t dynamic_smem_bytes() { return run().smem_bytes; }
+size_t dynamic_smem_bytes() { return run().smem.size(); }
 void add_thread_exit_check(void (*check)()) { executor().exit_checks.push_back(check); }
 
 bool set_max_dynamic_smem(const void* kernel, int bytes) {
