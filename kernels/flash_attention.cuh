@@ -54,6 +54,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "tensor/dtype.h"
 
@@ -135,6 +136,7 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return r;
 }
 __device__ __forceinline__ float bits_to_float(uint32_t u) { return __uint_as_float(u); }
+__device__ __forceinline__ uint32_t float_to_bits(float f) { return __float_as_uint(f); }
 
 __device__ __forceinline__ float shfl_xor(float v, int mask) {
   return __shfl_xor_sync(0xffffffffu, v, mask);
@@ -154,14 +156,24 @@ constexpr float kLn2 = 0.6931471805599453f;
 struct SoftmaxPolicy {  // online max/sum, lse out
   static constexpr bool kSigmoid = false;
   static constexpr bool kZeroLogit = false;
+  static constexpr bool kRcpOnFma = false;
 };
 struct Softmax1Policy {  // softmax with an implicit key of logit 0, value 0: rows start at m=0, l=1
   static constexpr bool kSigmoid = false;
   static constexpr bool kZeroLogit = true;
+  static constexpr bool kRcpOnFma = false;
 };
 struct SigmoidPolicy {  // P = σ(x + b): no max, no sum, no lse, no D
   static constexpr bool kSigmoid = true;
   static constexpr bool kZeroLogit = false;
+  static constexpr bool kRcpOnFma = false;  // σ = rcp(1 + ex2): two MUFU ops per score
+};
+// The sigmoid forward with its reciprocal on the FMA pipe (one MUFU op per score instead of two):
+// for head dims where the special-function unit, not the tensor cores, bounds the loop
+// (kernels/NOTES.md, "Static analysis"). Chosen at run time (ATTNLAB_SIGMOID_RCP=fma) so that
+// both can be timed on one GPU.
+struct SigmoidFmaPolicy : SigmoidPolicy {
+  static constexpr bool kRcpOnFma = true;
 };
 
 // Everything a launch needs; pointers are device memory, tensors contiguous row-major.
@@ -390,6 +402,14 @@ __device__ __forceinline__ void store_acc(SmemTile<kCols> dst, const float (&acc
 }
 
 // ---- Scores -----------------------------------------------------------------------------------
+// scripts/sass_stats.py --fast-path compiles with ATTNLAB_FLASH_FAST_PATH_ONLY: no mask or ALiBi
+// code at all, so that the loop it counts is exactly one full-mask tile. Never set otherwise.
+#if defined(ATTNLAB_FLASH_FAST_PATH_ONLY)
+constexpr bool kFastPathOnly = true;
+#else
+constexpr bool kFastPathOnly = false;
+#endif
+
 // What the raw q·k (+ b/s) needs before the exponential, and which entries are visible.
 struct ScoreMods {
   float score_mult;  // c = s·log2(e): raw units to base-2 exponent
@@ -422,10 +442,7 @@ __device__ __forceinline__ ScoreMods make_score_mods(const Params& p, int b, int
 template <int MT, int NT>
 __device__ __forceinline__ void apply_score_mods(float (&s)[MT][NT][4], const ScoreMods& mod,
                                                  int row0, int col0, bool check_mask) {
-#if defined(ATTNLAB_FLASH_FAST_PATH_ONLY)  // scripts/sass_stats.py --fast-path: a full-mask tile
-  return;
-#endif
-  if (!mod.alibi && !check_mask) return;
+  if (kFastPathOnly || (!mod.alibi && !check_mask)) return;
   const int lane = threadIdx.x & 31;
   const int li = row0 + (lane >> 2), lj = col0 + (lane & 3) * 2;  // entry (0, 0, 0)
   const int diag = li + mod.causal_off - lj;  // i + off − j at entry (0, 0, 0)
@@ -497,6 +514,24 @@ __device__ __forceinline__ void softmax_update(float (&s)[MT][NT][4], float (&ac
 // σ(x + b) from the raw score r (+ b/s): 1 / (1 + 2^(−c·r)). Two MUFU ops, relative error ~1e-7.
 __device__ __forceinline__ float sigmoid_from_raw(float r, float c) {
   return ptx::rcp_approx(1.f + ptx::exp2_approx(-c * r));
+}
+
+// 1/d for d in [1, 2^126 + 1] on the FMA pipe: a first guess from the bits (the exponent negated,
+// the mantissa mirrored; relative error ≤ 0.101), then two Newton steps r ← r·(2 − d·r), each
+// squaring the error: within [−1.05e-4, +1.2e-7] (measured over the whole range). One integer
+// op and four FP32 ops instead of a MUFU rcp.
+__device__ __forceinline__ float rcp_fma(float d) {
+  float r = ptx::bits_to_float(0x7EF311C3u - ptx::float_to_bits(d));
+  r *= fmaf(-d, r, 2.f);
+  r *= fmaf(-d, r, 2.f);
+  return r;
+}
+
+// σ(x + b) with one MUFU op: 2^(−c·r) clamped at 2^126 so that d = 1 + 2^(−c·r) stays in
+// rcp_fma's range (σ ≈ 2^−126 below that instead of smaller: nothing an f32 sum can see); a
+// masked entry (r = −∞) comes out ≈ 2^−126 too, which the caller sets to exactly 0.
+__device__ __forceinline__ float sigmoid_from_raw_fma(float r, float c) {
+  return rcp_fma(1.f + ptx::exp2_approx(fminf(-c * r, 126.f)));
 }
 
 template <class Policy>
@@ -578,8 +613,9 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
     ptx::cp_async_commit();
 
     warp_gemm<2, kNT, kD, false, false>(s, sQ, warp * 32, sK, 0);
-    const bool check_mask = n0 + kBlockN > mod.kv_len ||
-                            (p.causal && n0 + kBlockN - 1 > m0 + mod.causal_off);
+    const bool check_mask =
+        !kFastPathOnly &&
+        (n0 + kBlockN > mod.kv_len || (p.causal && n0 + kBlockN - 1 > m0 + mod.causal_off));
     apply_score_mods(s, mod, warp_row0, n0, check_mask);
 
     ptx::cp_async_wait_all();
@@ -589,13 +625,32 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
       ptx::cp_async_commit();
     }
 
-    if constexpr (Policy::kSigmoid) {
+    if constexpr (Policy::kSigmoid && !Policy::kRcpOnFma) {
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[mt][nt][e] = sigmoid_from_raw(s[mt][nt][e], mod.score_mult);
+    } else if constexpr (Policy::kSigmoid) {
+      // Masked entries exactly 0: only tiles that may hold one pay for the test.
+      auto sigmoid_tile = [&](auto masked) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float r = s[mt][nt][e];
+              s[mt][nt][e] = sigmoid_from_raw_fma(r, mod.score_mult);
+              if constexpr (decltype(masked)::value)
+                if (r == -INFINITY) s[mt][nt][e] = 0.f;
+            }
+      };
+      if (check_mask)
+        sigmoid_tile(std::true_type{});
+      else
+        sigmoid_tile(std::false_type{});
     } else {
       softmax_update(s, acc_o, row_max, row_sum, mod.score_mult);
     }
@@ -764,8 +819,9 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
         }
     warp_gemm<2, 4, kD, false, false>(s, sQ, wr * 32, sK, wc * 32);
     warp_gemm<2, 4, kD, false, false>(dp, sdO, wr * 32, sV, wc * 32);
-    const bool check_mask = m0 + kBlockM > p.N || n0 + kBlockN > mod.kv_len ||
-                            (p.causal && n0 + kBlockN - 1 > m0 + mod.causal_off);
+    const bool check_mask =
+        !kFastPathOnly && (m0 + kBlockM > p.N || n0 + kBlockN > mod.kv_len ||
+                           (p.causal && n0 + kBlockN - 1 > m0 + mod.causal_off));
     apply_score_mods(s, mod, m0 + wr * 32, n0 + wc * 32, check_mask);
 
     // s -> P, dp -> dS (masked entries: P = 0, dS = 0).

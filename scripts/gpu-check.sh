@@ -19,8 +19,9 @@
 #   tests         every gpu-labelled test of TESTS (every CUDA op and the flash kernels against the
 #                 CPU, the LM on CUDA in f32 and bf16 against the machine's own PyTorch: python3)
 #                 and the GPU training runs of test_train_e2e
-#   bench         `attnlab bench attention` and scripts/bench_vs_torch.py (SDPA flash / cuDNN,
-#                 eager sigmoid and softmax_1 on the same shapes, the ratios)
+#   bench         `attnlab bench attention` (and its sigmoid again with ATTNLAB_SIGMOID_RCP=fma)
+#                 and scripts/bench_vs_torch.py (SDPA flash / cuDNN, eager sigmoid and softmax_1
+#                 on the same shapes, the ratios)
 #   train-bench   training tokens/s of a GPT-2-small-sized LM, attnlab and PyTorch, each variant
 #   sanitizer     compute-sanitizer memcheck / racecheck / initcheck over the kernel tests (slow)
 #   train         the KJV char LM trained on the GPU in bf16 for each variant, `attnlab compare`
@@ -190,6 +191,18 @@ run_bundle() {
     rc=$?
     set -e
     cat "$logs/bench_attention.log" >> "$report"
+    [ $rc -eq 0 ] || echo "(exit $rc)" >> "$report"
+    {
+      echo
+      echo "Sigmoid with its reciprocal on the FMA pipe (ATTNLAB_SIGMOID_RCP=fma; kernels/NOTES.md):"
+      echo
+    } >> "$report"
+    set +e
+    ATTNLAB_SIGMOID_RCP=fma timeout 300 "$BUNDLE/bin/attnlab" bench attention --variant sigmoid \
+      > "$logs/bench_attention_sigmoid_fma.log" 2>&1
+    rc=$?
+    set -e
+    cat "$logs/bench_attention_sigmoid_fma.log" >> "$report"
     [ $rc -eq 0 ] || echo "(exit $rc)" >> "$report"
     {
       echo

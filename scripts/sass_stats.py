@@ -58,7 +58,7 @@ def cuobjdump(args, obj, env):
 
 
 def short_name(mangled):
-    m = re.search(r"flash_(fwd|bwd)_kernel.*?(Softmax1|Sigmoid|Softmax)Policy.*?Li(\d+)", mangled)
+    m = re.search(r"flash_(fwd|bwd)_kernel.*?(Softmax1|SigmoidFma|Sigmoid|Softmax)Policy.*?Li(\d+)", mangled)
     return "%s %s d%s" % (m.group(1), m.group(2).lower(), m.group(3)) if m else mangled
 
 

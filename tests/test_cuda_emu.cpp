@@ -5,6 +5,7 @@
 // kernels with every cp.async landing at issue (the earliest a copy may land).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "backend/cuda_emu/ptx_emu.h"
 #include "flash_check.h"
 #include "kernels/common.cuh"
+#include "kernels/flash_attention.cuh"
 
 using namespace attn;
 using attn::cuda::launch;
@@ -210,5 +212,30 @@ TEST(CudaEmu, GemmWithTheGeluEpilogueWritesBothOutputs) {
     for (void* p : {static_cast<void*>(x), static_cast<void*>(w), static_cast<void*>(b),
                     static_cast<void*>(y), static_cast<void*>(pre)})
       cuda::device_free(p, 0);
+  }
+}
+
+// The flash kernels' FMA-pipe reciprocal and the sigmoid built on it (ATTNLAB_SIGMOID_RCP=fma),
+// as device functions: within [−1.05e-4, +1.2e-7] relative over all of [1, 2^126 + 1] (a dense
+// sweep of [1, 2) and random exponents), and σ within 1.1e-4 relative where it is not clamped.
+TEST(CudaEmu, FmaPipeReciprocalAndSigmoidAreAccurate) {
+  double lo = 0, hi = 0;
+  auto check = [&](float d) {
+    const double rel = static_cast<double>(attn::flash::rcp_fma(d)) * d - 1.0;
+    lo = std::min(lo, rel);
+    hi = std::max(hi, rel);
+  };
+  for (int i = 0; i <= 200000; ++i) check(1.f + static_cast<float>(i) / 200000.f);
+  Generator g(5);
+  for (double e : uniform({20000}, g, {DType::F64}, 0, 126).to_vector())
+    check(static_cast<float>(std::exp2(e)));
+  check(std::ldexp(1.f, 126) + 1.f);
+  EXPECT_GE(lo, -1.05e-4);
+  EXPECT_LE(hi, 1.2e-7);
+  const float c = 1.4426950408889634f;  // raw scores in natural units: t = c·r
+  for (double r = -80; r <= 30; r += 0.01) {
+    const double want = 1.0 / (1.0 + std::exp(-r));
+    const double got = attn::flash::sigmoid_from_raw_fma(static_cast<float>(r), c);
+    ASSERT_NEAR(got, want, 1.1e-4 * want + 1e-37) << "r " << r;
   }
 }

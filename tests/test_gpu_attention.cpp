@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "flash_check.h"
 
@@ -96,6 +97,33 @@ TEST(GpuAttentionSoftmax1, ShortRowsOfNegativeLogits) {
       EXPECT_GE(l, 0.0);
       EXPECT_LT(l, std::log(4.0));
     }
+  }
+}
+
+// The sigmoid forward with its reciprocal on the FMA pipe (ATTNLAB_SIGMOID_RCP=fma; relative
+// error ≤ 1.05e-4 on P, far inside the bf16 tolerance): the matrix's hardest masks at both head
+// dims, and fully masked rows, which must still give O = 0 exactly.
+TEST(GpuAttentionSigmoid, ReciprocalOnTheFmaPipe) {
+  SKIP_WITHOUT_GPU();
+  struct Env {
+    Env() { setenv("ATTNLAB_SIGMOID_RCP", "fma", 1); }
+    ~Env() { unsetenv("ATTNLAB_SIGMOID_RCP"); }
+  } env;
+  for (int64_t D : {64, 128}) {
+    check_flash_case({AttentionVariant::Sigmoid, D, 2, 3, 77, 200, true, true, true, 71});
+    check_flash_case({AttentionVariant::Sigmoid, D, 1, 2, 256, 256, false, false, false, 72});
+    FlashCase c{AttentionVariant::Sigmoid, D, 2, 1, 90, 20, true, true, false, 73};
+    FlashInputs in = make_flash_inputs(c);
+    in.spec.key_padding_lengths = {0, 20};  // batch 0 sees nothing
+    FlashOutputs want = flash_reference(in);
+    FlashRun got = run_flash_on_device(in);
+    expect_flash_matches(c, want, got.o, got.lse, got.dq, got.dk, got.dv);
+    for (int64_t i = 0; i < c.N * D; ++i)
+      ASSERT_EQ(got.o[i], 0.0) << c.name() << " batch 0, flat " << i;
+    // Batch 1: rows i < N − M = 70 see no key but share their tiles with rows that do, so their
+    // (masked) entries go through the FMA-pipe sigmoid and must come out exactly 0.
+    for (int64_t i = 0; i < 70 * D; ++i)
+      ASSERT_EQ(got.o[c.N * D + i], 0.0) << c.name() << " batch 1, flat " << i;
   }
 }
 

@@ -133,6 +133,7 @@ int run_attention_bench(const AttentionBenchOptions& o) {
         c.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
         c.sigmoid_bias = static_cast<float>(-std::log(static_cast<double>(N)));  // b = -ln n
         c.causal = mask == "causal";
+        c.sigmoid_rcp_fma = cuda::sigmoid_rcp_fma_requested();
         c.device = device;
         auto fwd = [&] {
           cuda::flash_attention_forward(c, ptr<bf16>(q), ptr<bf16>(k), ptr<bf16>(v),

@@ -66,6 +66,7 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   cfg.causal = spec.causal;
   cfg.key_len = cptr<int32_t>(key_len);
   cfg.alibi_slopes = cptr<float>(slopes);
+  cfg.sigmoid_rcp_fma = cuda::sigmoid_rcp_fma_requested();
   cfg.device = dev.index;
 
   const bool has_lse = spec.variant != AttentionVariant::Sigmoid;

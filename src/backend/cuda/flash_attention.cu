@@ -53,16 +53,22 @@ fl::Params make_params(const FlashAttnConfig& c) {
   return p;
 }
 
-// Calls f(Policy{}, std::integral_constant<int, D>{}) for the config's variant and head dim.
+// Calls f(Policy{}, std::integral_constant<int, D>{}) for the config's variant and head dim
+// (the forward takes the sigmoid policy with the reciprocal on the FMA pipe when asked for).
 template <class F>
-void dispatch(const FlashAttnConfig& c, F&& f) {
+void dispatch(const FlashAttnConfig& c, bool forward, F&& f) {
   auto with_dim = [&](auto policy) {
     if (c.D == 64) f(policy, std::integral_constant<int, 64>{});
     else f(policy, std::integral_constant<int, 128>{});  // check_config allowed only 64, 128
   };
   switch (c.variant) {
     case FlashVariant::Softmax: with_dim(fl::SoftmaxPolicy{}); return;
-    case FlashVariant::Sigmoid: with_dim(fl::SigmoidPolicy{}); return;
+    case FlashVariant::Sigmoid:
+      if (forward && c.sigmoid_rcp_fma)
+        with_dim(fl::SigmoidFmaPolicy{});
+      else
+        with_dim(fl::SigmoidPolicy{});
+      return;
     case FlashVariant::Softmax1: with_dim(fl::Softmax1Policy{}); return;
   }
   bad("unknown variant");
@@ -104,7 +110,7 @@ void flash_attention_forward(const FlashAttnConfig& c, const bf16* q, const bf16
   p.v = v;
   p.o = o;
   p.lse = has_lse ? lse : nullptr;
-  dispatch(c, [&](auto policy, auto dim) {
+  dispatch(c, /*forward=*/true, [&](auto policy, auto dim) {
     constexpr int kD = decltype(dim)::value;
     using Tiles = fl::FwdTiles<kD>;
     auto kernel = fl::flash_fwd_kernel<decltype(policy), kD>;
@@ -142,7 +148,7 @@ void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf1
   const int64_t q_elems = q_rows * c.D;
   cudaStream_t stream = cudaStreamPerThread;
 
-  dispatch(c, [&](auto policy, auto dim) {
+  dispatch(c, /*forward=*/false, [&](auto policy, auto dim) {
     using Policy = decltype(policy);
     constexpr int kD = decltype(dim)::value;
     using Tiles = fl::BwdTiles<kD>;

@@ -4,6 +4,9 @@
 // defines these to throw.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 #include "tensor/dtype.h"
 
@@ -22,10 +25,24 @@ struct FlashAttnConfig {
   bool causal = false;     // key j visible to query i iff j <= i + (M - N)
   const int32_t* key_len = nullptr;      // [B]: keys >= key_len[b] masked; null: no padding
   const float* alibi_slopes = nullptr;   // [H]: adds -slope·|i + (M - N) - j|; null: no ALiBi
+  // Sigmoid forward only: the reciprocal in σ = 1/(1 + e) by Newton steps on the FMA pipe
+  // instead of the special-function unit (relative error ≤ 1.05e-4; kernels/NOTES.md).
+  bool sigmoid_rcp_fma = false;
   int device = 0;
 };
 
 bool flash_attention_supports_head_dim(int64_t D);
+
+// ATTNLAB_SIGMOID_RCP: "mufu" (or unset) keeps the special-function unit's rcp in the sigmoid
+// forward, "fma" asks for sigmoid_rcp_fma (to time both on one GPU). Read at each call, so that
+// a test or a benchmark can switch it; anything else throws.
+inline bool sigmoid_rcp_fma_requested() {
+  const char* v = std::getenv("ATTNLAB_SIGMOID_RCP");
+  if (!v || std::string(v) == "mufu") return false;
+  if (std::string(v) == "fma") return true;
+  throw std::invalid_argument(std::string("ATTNLAB_SIGMOID_RCP: expected mufu or fma, got '") + v +
+                              "'");
+}
 
 // q [B, H, N, D], k, v [B, H, M, D] -> o [B, H, N, D]; lse [B, H, N] (natural log, f32) for the
 // softmax family (ignored for sigmoid, may be null). Rows that see no key: o = 0; lse = -inf

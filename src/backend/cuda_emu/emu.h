@@ -29,7 +29,7 @@
 #include <string>
 
 // ---- CUDA C++ keywords ------------------------------------------------------------------------
-#define __global__
+#define __global__ inline  // kernels defined in headers may be included by several files
 #define __device__
 #define __host__
 #define __forceinline__ inline

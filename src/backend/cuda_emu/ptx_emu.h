@@ -173,6 +173,7 @@ inline uint32_t pack_bf16x2(float lo, float hi) {
   return float_to_bf16(lo).bits | (static_cast<uint32_t>(float_to_bf16(hi).bits) << 16);
 }
 inline float bits_to_float(uint32_t u) { return __uint_as_float(u); }
+inline uint32_t float_to_bits(float f) { return __float_as_uint(f); }
 inline float shfl_xor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
 inline void atomic_add(float* p, float v) { atomicAdd(p, v); }
 
