@@ -118,8 +118,8 @@ std::vector<OpCase> all_cases() {
   add_case("linear", {OpId::Linear}, {{4, 6, 64}, {48, 64}, {48}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
   add_case("linear_no_bias", {OpId::Linear}, {{13, 37}, {19, 37}}, [](const V& x) { return linear(x[0], x[1]); });
   add_case("linear_ragged", {OpId::Linear}, {{3, 5, 33}, {65, 33}, {65}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
-  // The GELU in cuBLASLt's epilogue (48 outputs), and with 65, a width the emulated device has no
-  // epilogue algorithm for, the fallback (the BIAS GEMM, then the GELU kernel).
+  // The GELU in cuBLASLt's epilogue (bf16, 48 outputs); the BIAS GEMM and the GELU kernel in f32
+  // and with 65 outputs, a width the emulated device has no epilogue algorithm for.
   add_case("linear_gelu", {OpId::Linear, OpId::Gelu}, {{4, 6, 64}, {48, 64}, {48}},
            [](const V& x) { return linear_gelu(x[0], x[1], x[2]); });
   add_case("linear_gelu_ragged", {OpId::Linear, OpId::Gelu}, {{3, 5, 33}, {65, 33}, {65}},

@@ -18,10 +18,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // On CUDA the bias is added by the GEMM's epilogue.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // gelu(linear(x, w, b)), the same graph and gradients (a Linear node, then a Gelu node). On CUDA
-// with a bias, one cuBLASLt GEMM whose GELU_AUX_BIAS epilogue applies the GELU as it writes the
-// output and keeps its input for the backward: no separate GELU pass. Where cuBLASLt has no
-// algorithm for that epilogue, or ATTNLAB_GELU_EPILOGUE=0 is set (to measure the difference),
-// the BIAS GEMM and the GELU kernel.
+// in bf16 with a bias, one cuBLASLt GEMM whose GELU_AUX_BIAS epilogue applies the GELU as it
+// writes the output and keeps its input for the backward: no separate GELU pass. In f32, where
+// cuBLASLt has no algorithm for that epilogue, or with ATTNLAB_GELU_EPILOGUE=0 (to measure the
+// difference): the BIAS GEMM and the GELU kernel.
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b);
 
 // ---- elementwise.cpp --------------------------------------------------------------------

@@ -9,7 +9,7 @@
 //
 // Epilogues: BIAS for the linear op's forward (the bias is added as C is written, saving a read
 // and a write of C). Column-major C is [N, M], and cuBLASLt adds a bias of length m = N to every
-// column: our bias over the output features, broadcast over the rows. GELU_AUX_BIAS for
+// column: our bias over the output features, broadcast over the rows. GELU_AUX_BIAS for bf16
 // linear_gelu: C = gelu(pre) with pre = A·op(B) + bias written to a second buffer of C's layout
 // (the "aux", kept for the backward), which saves the GELU kernel's read of pre. Where cuBLASLt
 // has no algorithm for it, gemm_bias_gelu says so and the op runs the two passes (llm.c keeps
