@@ -28,14 +28,6 @@ bool keeps_working_copy(const Tensor& x) {
 
 }  // namespace
 
-Tensor current_working_copy(const Tensor& param, DType dtype) {
-  const TensorImpl& p = param.impl();
-  if (!p.working || p.working->dtype != dtype || p.working_of != p.storage.get() ||
-      p.working_version != p.storage->version())
-    return Tensor();
-  return Tensor(p.working).detach();
-}
-
 Tensor cast(const Tensor& x, DType dtype) {
   if (!is_floating(x.dtype()) || !is_floating(dtype))
     throw std::invalid_argument(std::string("cast: floating dtypes only (f32, f64, bf16), got ") +
@@ -43,13 +35,13 @@ Tensor cast(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   Tensor y;
   if (keeps_working_copy(x)) {
-    y = current_working_copy(x, dtype);
-    if (!y.defined()) {
+    TensorImpl& p = x.impl();  // a cache: x's value is unchanged
+    if (p.working_current() && p.working->dtype == dtype) {
+      y = Tensor(p.working).detach();
+    } else {
       y = x.to(dtype);
-      TensorImpl& p = x.impl();  // a cache: x's value is unchanged
       p.working = y.detach().impl_ptr();
-      p.working_of = p.storage.get();
-      p.working_version = p.storage->version();
+      p.stamp_working();
     }
   } else {
     y = x.to(dtype);

@@ -70,24 +70,17 @@ bool gelu_epilogue_enabled() {
 
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_linear_args(x, w, b);
-  if (!x.device().is_cuda() || !b.defined()) return gelu(linear(x, w, b));
-  check_cuda_float(x, "linear_gelu");
-  const int64_t R = x.numel() / w.size(1), in = w.size(1), out = w.size(0);
-  Shape shape = x.shape();
-  shape.back() = out;
-  Tensor pre = Tensor::empty(shape, x.dtype(), x.device());
-  Tensor y = Tensor::empty(shape, x.dtype(), x.device());
-  const bool fused =
-      gelu_epilogue_enabled() && x.dtype() == DType::BF16 &&
-      cuda::gemm_bias_gelu(x.dtype(), false, true, R, out, in, x.raw_data(), in, w.raw_data(), in,
-                           y.raw_data(), pre.raw_data(), out, b.raw_data(), x.device().index);
-  if (!fused) {
-    cuda::gemm(x.dtype(), false, true, R, out, in, x.raw_data(), in, 0, w.raw_data(), in, 0,
-               pre.raw_data(), out, 0, 1, x.device().index, b.raw_data());
-    cuda::unary_forward(cuda::UnaryOp::Gelu, x.dtype(), pre.raw_data(), y.raw_data(), y.numel(), 0,
-                        x.device().index);
+  if (x.device().is_cuda() && x.dtype() == DType::BF16 && b.defined() && gelu_epilogue_enabled()) {
+    const int64_t R = x.numel() / w.size(1), in = w.size(1), out = w.size(0);
+    Shape shape = x.shape();
+    shape.back() = out;
+    Tensor pre = Tensor::empty(shape, x.dtype(), x.device());
+    Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+    if (cuda::gemm_bias_gelu(x.dtype(), false, true, R, out, in, x.raw_data(), in, w.raw_data(), in,
+                             y.raw_data(), pre.raw_data(), out, b.raw_data(), x.device().index))
+      return record_unary(OpId::Gelu, std::move(y), record_linear(std::move(pre), x, w, b, R));
   }
-  return record_unary(OpId::Gelu, std::move(y), record_linear(std::move(pre), x, w, b, R));
+  return gelu(linear(x, w, b));  // the BIAS GEMM, then the GELU kernel
 }
 
 Tensor record_linear(Tensor y, const Tensor& x, const Tensor& w, const Tensor& b, int64_t R) {

@@ -105,10 +105,6 @@ Tensor rope(Tensor&& x, double base = 10000.0, int64_t offset = 0);
 // rewrites in its update, so the next cast converts nothing (see cast.cpp).
 Tensor cast(const Tensor& x, DType dtype);
 
-// The parameter's working copy in `dtype` if it is current (same storage, storage version
-// unchanged since it was written), else undefined.
-Tensor current_working_copy(const Tensor& param, DType dtype);
-
 // ---- attention.cpp / attention_composed.cpp ---------------------------------------------
 enum class AttentionVariant { Softmax, Sigmoid, Softmax1 };
 const char* variant_name(AttentionVariant v);

@@ -114,10 +114,7 @@ void AdamW::update(Param& p, State& s, double lr) {
         g.raw_data(), working ? static_cast<bf16*>(impl.working->storage->data()) : nullptr,
         p.value.numel(), {k.decay, cfg_.beta1, cfg_.beta2, k.bc2_sqrt, cfg_.eps, k.neg_step},
         p.value.device().index);
-    if (working) {
-      impl.working_of = impl.storage.get();
-      impl.working_version = impl.storage->version();
-    }
+    if (working) impl.stamp_working();
     return;
   }
   dispatch_float(p.value.dtype(), "AdamW::step", [&](auto tag) {

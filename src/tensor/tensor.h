@@ -40,6 +40,14 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> working;
   const Storage* working_of = nullptr;
   uint64_t working_version = 0;
+  // Marks `working` as made from the storage as it is now.
+  void stamp_working() {
+    working_of = storage.get();
+    working_version = storage->version();
+  }
+  bool working_current() const {
+    return working && working_of == storage.get() && working_version == storage->version();
+  }
 };
 
 class Tensor {
