@@ -4,82 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
-namespace fs = std::filesystem;
+#include "e2e_util.h"
 
-namespace {
-
-std::string bin() {
-  const char* b = std::getenv("ATTNLAB_BIN");
-  return b ? b : "attnlab";
-}
-
-std::string scratch(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("attnlab-e2e-" + std::to_string(::getpid())) / name;
-  fs::remove_all(p);
-  fs::create_directories(p.parent_path());
-  return p.string();
-}
-
-std::string cache_dir() {
-  const char* c = std::getenv("ATTNLAB_TEST_CACHE");
-  return c ? c : (fs::temp_directory_path() / "attnlab-kjv").string();
-}
-
-struct Result {
-  int code;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
-
-Result run(const std::string& args) {
-  std::string o = scratch("stdout.txt"), e = scratch("stderr.txt");
-  int status = std::system((bin() + " " + args + " > " + o + " 2> " + e).c_str());
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return {code, slurp(o), slurp(e)};
-}
-
-// A tiny LM on the real text: fast enough for a test, same code path as the real runs.
-std::string tiny(const std::string& dir, int steps) {
-  return "train -q --set run.dir=" + dir + " --set data.cache_dir=" + cache_dir() +
-         " --set model.d_model=32 --set model.n_layers=2 --set model.n_heads=2 --set model.seq_len=32"
-         " --set train.batch_size=8 --set train.warmup_steps=2 --set eval.batches=4 --set log.every=1"
-         " --set run.threads=1 --set train.steps=" + std::to_string(steps);
-}
-
-std::vector<nlohmann::json> metrics(const std::string& dir) {
-  std::vector<nlohmann::json> rows;
-  std::ifstream f(dir + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) rows.push_back(nlohmann::json::parse(line));
-  return rows;
-}
-
-std::vector<double> losses(const std::string& dir) {
-  std::vector<double> v;
-  for (auto& r : metrics(dir))
-    if (r.contains("loss")) v.push_back(r["loss"].get<double>());
-  return v;
-}
-
-void expect_config_error(const std::string& args, const std::string& message, const std::string& dir) {
-  Result r = run(args);
-  EXPECT_EQ(r.code, 2) << r.err;
-  EXPECT_NE(r.err.find(message), std::string::npos) << "stderr: " << r.err;
-  EXPECT_FALSE(fs::exists(dir)) << "a config error left a run directory behind";
-}
-
-}  // namespace
+using namespace attn::e2e;
 
 TEST(ConfigErrors, UnknownKeyNamesTheClosestKey) {
   std::string d = scratch("unknown");

@@ -46,7 +46,9 @@ int main(int argc, char** argv) {
   ConfigArgs train_args;
   train_args.add_to(train);
   attn::train::TrainOptions topt;
-  train->add_flag("--resume", topt.resume, "Continue the run in run.dir from its latest checkpoint");
+  train->add_flag("--resume", topt.resume,
+                  "Continue the run in run.dir from its latest good checkpoint, exactly as saved (--set may change "
+                  "only threads, device, log/eval/checkpoint cadence, or extend train.steps)");
   train->add_flag("-q,--quiet", topt.quiet, "No progress line");
   train->add_option("--abort-after-step", topt.abort_after_step, "Testing: kill the process after this step")
       ->group("");
@@ -58,8 +60,10 @@ int main(int argc, char** argv) {
   eval->add_option("run", eval_run, "Run directory")->required();
   std::vector<std::string> eval_sets;
   eval->add_option("--checkpoint", eval_ckpt, "Checkpoint file (default: the run's latest)");
-  eval->add_option("-s,--set", eval_sets, "Override a key of the run's config: --set run.device=cpu (repeatable)");
-  eval->callback([&] { exit_code = attn::train::run_eval(eval_run, eval_ckpt, eval_sets); });
+  eval->add_option("-s,--set", eval_sets,
+                   "Override a key of the run's config that does not change the model: run.device, run.precision, "
+                   "run.threads, eval.batches, data.cache_dir (repeatable)");
+  eval->callback([&] { exit_code = attn::train::run_eval(eval_run, eval_ckpt, load_config("", eval_sets)); });
 
   auto* compare = app.add_subcommand("compare", "Markdown table comparing finished runs");
   std::vector<std::string> compare_dirs;
@@ -72,7 +76,7 @@ int main(int argc, char** argv) {
   ConfigArgs bench_args;
   bench_args.add_to(bench_train);
   int64_t bench_steps = 10;
-  bench_train->add_option("--steps", bench_steps, "Timed steps (after 2 warm-up steps)");
+  bench_train->add_option("--steps", bench_steps, "Timed steps (after 2 warm-up steps)")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   bench_train->callback([&] {
     exit_code = attn::train::run_train_bench(load_config(bench_args.path, bench_args.sets), bench_steps);
   });

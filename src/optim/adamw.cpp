@@ -207,4 +207,13 @@ void AdamW::load(std::istream& is) {
   steps_ = steps;
 }
 
+bool AdamW::state_is_finite() const {
+  for (const State& s : state_)
+    for (const Tensor* t : {&s.m, &s.v})
+      if (t->defined())
+        for (double x : t->to_vector())
+          if (!std::isfinite(x)) return false;
+  return true;
+}
+
 }  // namespace attn

@@ -49,6 +49,8 @@ class AdamW {
   // std::runtime_error naming the mismatch; on a throw the optimizer is left unchanged.
   void save(std::ostream& os) const;
   void load(std::istream& is);
+  // Every m and v is finite (a loaded state that is not was corrupted).
+  bool state_is_finite() const;
 
   const ParamList& params() const { return params_; }
   const AdamWConfig& config() const { return cfg_; }

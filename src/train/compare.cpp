@@ -43,15 +43,42 @@ void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::strin
   }
 }
 
+// summary.json with the fields a table needs, or a ConfigError naming the file.
+nlohmann::json read_summary(const std::string& path) {
+  nlohmann::json s;
+  try {
+    s = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(fmt::format("compare: '{}' is not valid JSON: {}", path, e.what()));
+  }
+  for (const char* key : {"final_val_loss", "best_val_loss", "final_val_bpc", "tokens_per_s", "wall_time_s"})
+    if (!s.is_object() || !s.contains(key) || !s[key].is_number())
+      throw ConfigError(fmt::format("compare: '{}' has no number '{}' (not a summary attnlab wrote?)", path, key));
+  if (!s.contains("parameters") || !s["parameters"].is_number_integer())
+    throw ConfigError(fmt::format("compare: '{}' has no integer 'parameters'", path));
+  return s;
+}
+
 std::vector<RunRecord> load_runs(const std::vector<std::string>& dirs) {
   std::vector<RunRecord> runs;
+  std::vector<fs::path> seen;
   for (const std::string& d : dirs) {
     if (!fs::exists(d + "/summary.json")) {
       fmt::print(stderr, "compare: skipping '{}' (no summary.json: not a finished run)\n", d);
       continue;
     }
-    RunRecord r{d, nlohmann::json::parse(read_file(d + "/summary.json")), {}};
-    flatten(YAML::LoadFile(d + "/config.yaml"), "", r.config);
+    const fs::path canonical = fs::canonical(d);
+    if (std::find(seen.begin(), seen.end(), canonical) != seen.end()) {
+      fmt::print(stderr, "compare: '{}' is given twice: counted once\n", d);
+      continue;
+    }
+    seen.push_back(canonical);
+    RunRecord r{d, read_summary(d + "/summary.json"), {}};
+    try {
+      flatten(YAML::LoadFile(d + "/config.yaml"), "", r.config);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError(fmt::format("compare: '{}/config.yaml': {}", d, e.what()));
+    }
     for (const KeySpec& k : schema())  // fill keys that did not exist when the run was written
       if (compared_key(k.path) && !r.config.count(k.path)) r.config[k.path] = k.default_value;
     runs.push_back(std::move(r));
@@ -85,18 +112,18 @@ std::vector<std::string> differing_keys(const std::vector<std::vector<const RunR
   return keys;
 }
 
-}  // namespace
 
-std::string compare_runs(const std::vector<std::string>& run_dirs) {
-  std::vector<RunRecord> runs = load_runs(run_dirs);
+// One table: runs of one unit (bits per char and per token are different measures).
+std::string table(const std::vector<const RunRecord*>& runs) {
   std::vector<std::vector<const RunRecord*>> groups;
-  for (const RunRecord& r : runs) {
+  for (const RunRecord* rp : runs) {
+    const RunRecord& r = *rp;
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g[0]->config == r.config; });
     if (it == groups.end()) groups.push_back({&r});
     else it->push_back(&r);
   }
   std::vector<std::string> diff = differing_keys(groups);
-  const std::string unit = runs[0].summary.value("unit", "char");
+  const std::string unit = runs[0]->summary.value("unit", "char");
   std::string out = fmt::format("| variant | runs | final val loss | best val loss | bits/{} | tokens/s | parameters | wall time (s) |\n",
                                 unit);
   out += "|---|---|---|---|---|---|---|---|\n";
@@ -112,6 +139,25 @@ std::string compare_runs(const std::vector<std::string>& run_dirs) {
                        mean_std(col("best_val_loss"), "{:.4f}"), mean_std(col("final_val_bpc"), "{:.4f}"),
                        mean_std(col("tokens_per_s"), "{:.0f}"), g[0]->summary.at("parameters").get<int64_t>(),
                        mean_std(col("wall_time_s"), "{:.0f}"));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string compare_runs(const std::vector<std::string>& run_dirs) {
+  const std::vector<RunRecord> runs = load_runs(run_dirs);
+  std::vector<std::string> units;
+  for (const RunRecord& r : runs)
+    if (std::string u = r.summary.value("unit", "char"); std::find(units.begin(), units.end(), u) == units.end())
+      units.push_back(u);
+  std::string out;
+  for (const std::string& unit : units) {
+    std::vector<const RunRecord*> of_unit;
+    for (const RunRecord& r : runs)
+      if (r.summary.value("unit", "char") == unit) of_unit.push_back(&r);
+    if (units.size() > 1) out += fmt::format("{}Runs measured per {}:\n\n", out.empty() ? "" : "\n", unit);
+    out += table(of_unit);
   }
   return out;
 }

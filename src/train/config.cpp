@@ -31,6 +31,11 @@ KeySpec float_key(std::string path, std::string def, std::string doc, double min
   k.min = min, k.max = max, k.min_exclusive = min_exclusive;
   return k;
 }
+// The same key with its maximum exclusive (AdamW's β < 1).
+KeySpec below_max(KeySpec k) {
+  k.max_exclusive = true;
+  return k;
+}
 KeySpec bool_key(std::string path, std::string def, std::string doc) {
   return key(std::move(path), KeyType::Bool, std::move(def), std::move(doc));
 }
@@ -43,11 +48,14 @@ KeySpec choice_key(std::string path, std::string def, std::string doc, std::vect
   return k;
 }
 
+// Upper bounds that keep every product of sizes (batch · length · width) far from int64 overflow.
+constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
+
 std::vector<KeySpec> build_schema() {
   std::vector<KeySpec> s = {
       string_key("run.name", "kjv-char", "Experiment name; the default run directory is runs/<name>-<variant>-s<seed>."),
       string_key("run.dir", "auto", "Run directory (auto: from run.name, the variant and the seed)."),
-      int_key("run.seed", "1", "Seed of the initialisation, the data order and dropout.", 0),
+      int_key("run.seed", "1", "Seed of the initialisation, the data order and dropout.", 0, kMaxCount),
       int_key("run.threads", "0", "CPU threads (0: all cores).", 0, 1024),
       choice_key("run.device", "cpu", "cpu, or cuda: the GPU of this process's local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID or LOCAL_RANK, modulo the visible devices; GPU 0 when launched alone).", {"cpu", "cuda"}),
       choice_key("run.precision", "f32", "f32: every tensor in f32. bf16 (cuda only): bf16 activations and working weights, cast in each forward from f32 master weights; master weights, their gradients, AdamW's state and the loss stay f32.", {"f32", "bf16"}),
@@ -57,13 +65,13 @@ std::vector<KeySpec> build_schema() {
       choice_key("data.tokenizer", "char", "char: the corpus's distinct characters (saved with the run); byte: 256 byte values. Ignored for shards.", {"char", "byte"}),
       float_key("data.train_fraction", "0.9", "Leading fraction of the text (by character) used for training; the rest validates.", 0, 1, true),
       string_key("data.cache_dir", "data/cache", "Where the prepared corpus is cached."),
-      int_key("data.vocab_size", "0", "Vocabulary size for token shards (0: max token id + 1).", 0),
-      int_key("model.d_model", "128", "Width of the residual stream.", 1),
-      int_key("model.n_layers", "4", "Transformer blocks.", 1),
-      int_key("model.n_heads", "4", "Attention heads (must divide d_model).", 1),
-      int_key("model.seq_len", "128", "Training sequence length n (also the maximum for learned/sinusoidal positions).", 2),
+      int_key("data.vocab_size", "0", "Vocabulary size for token shards (0: max token id + 1).", 0, 2147483647),
+      int_key("model.d_model", "128", "Width of the residual stream.", 1, kMaxWidth),
+      int_key("model.n_layers", "4", "Transformer blocks.", 1, 4096),
+      int_key("model.n_heads", "4", "Attention heads (must divide d_model).", 1, 4096),
+      int_key("model.seq_len", "128", "Training sequence length n (also the maximum for learned/sinusoidal positions).", 2, kMaxLength),
       choice_key("model.mlp", "gelu", "MLP: gelu (4·d hidden) or swiglu (8/3·d hidden).", {"gelu", "swiglu"}),
-      int_key("model.mlp_hidden", "0", "MLP hidden width (0: the MLP kind's default).", 0),
+      int_key("model.mlp_hidden", "0", "MLP hidden width (0: the MLP kind's default).", 0, kMaxWidth),
       choice_key("model.norm", "layer", "Normalisation: layer (LayerNorm) or rms (RMSNorm).", {"layer", "rms"}),
       choice_key("model.norm_placement", "pre", "pre: x + f(n(x)); post: n(x + f(x)); hybrid: x + n2(f(n1(x))).", {"pre", "post", "hybrid"}),
       float_key("model.norm_eps", "1e-5", "Epsilon of every norm.", 0, 1, true),
@@ -79,22 +87,22 @@ std::vector<KeySpec> build_schema() {
       choice_key("attention.qk_norm_kind", "layer", "QK-norm kind: layer or rms.", {"layer", "rms"}),
       bool_key("attention.layer_scale", "false", "LayerScale: a learned per-channel scale on each residual branch."),
       float_key("attention.layer_scale_init", "1e-4", "Initial LayerScale value.", 0, 10),
-      int_key("train.steps", "2000", "Optimizer steps.", 1),
-      int_key("train.batch_size", "32", "Sequences per micro-batch.", 1),
-      int_key("train.grad_accum", "1", "Micro-batches per optimizer step.", 1),
+      int_key("train.steps", "2000", "Optimizer steps.", 1, kMaxCount),
+      int_key("train.batch_size", "32", "Sequences per micro-batch.", 1, kMaxLength),
+      int_key("train.grad_accum", "1", "Micro-batches per optimizer step.", 1, kMaxLength),
       float_key("train.lr", "2e-3", "Peak learning rate.", 0, 10, true),
-      int_key("train.warmup_steps", "100", "Linear warm-up steps.", 0),
+      int_key("train.warmup_steps", "100", "Linear warm-up steps.", 0, kMaxCount),
       float_key("train.min_lr_ratio", "0.1", "Cosine decay ends at lr·min_lr_ratio.", 0, 1),
-      float_key("train.beta1", "0.9", "AdamW β1.", 0, 1),
-      float_key("train.beta2", "0.95", "AdamW β2.", 0, 1),
+      below_max(float_key("train.beta1", "0.9", "AdamW β1.", 0, 1)),
+      below_max(float_key("train.beta2", "0.95", "AdamW β2.", 0, 1)),
       float_key("train.eps", "1e-8", "AdamW ε.", 0, 1, true),
       float_key("train.weight_decay", "0.1", "Decoupled weight decay (not on norms, biases, embeddings, LayerScale).", 0, 10),
       float_key("train.clip", "1.0", "Global gradient-norm clip (0: off).", 0),
-      int_key("log.every", "10", "Steps between metric rows (and progress lines).", 1),
-      int_key("eval.every", "200", "Steps between evaluations (and at the end).", 1),
-      int_key("eval.batches", "20", "Validation batches per evaluation (0: the whole split).", 0),
-      int_key("checkpoint.every", "500", "Steps between checkpoints (and at the end).", 1),
-      int_key("checkpoint.keep", "2", "Checkpoints kept.", 1),
+      int_key("log.every", "10", "Steps between metric rows (and progress lines).", 1, kMaxCount),
+      int_key("eval.every", "200", "Steps between evaluations (and at the end).", 1, kMaxCount),
+      int_key("eval.batches", "20", "Validation batches per evaluation (0: the whole split).", 0, kMaxCount),
+      int_key("checkpoint.every", "500", "Steps between checkpoints (and at the end).", 1, kMaxCount),
+      int_key("checkpoint.keep", "2", "Checkpoints kept.", 1, 1000000),
   };
   for (KeySpec& k : s) k.allow_auto = k.default_value == "auto";
   return s;
@@ -162,9 +170,11 @@ void check_value(const KeySpec& k, const std::string& v, const std::string& orig
   if (k.allow_auto && v == "auto") return;
   auto range = [&](double x) {
     bool low = k.min_exclusive ? x <= k.min : x < k.min;
-    if (low || x > k.max)
-      fail(k.path, origin, fmt::format("{} is out of range (must be {} {}{})", v, k.min_exclusive ? ">" : ">=", k.min,
-                                       k.max < 1e299 ? fmt::format(" and <= {}", k.max) : ""));
+    bool high = k.max_exclusive ? x >= k.max : x > k.max;
+    if (low || high)
+      fail(k.path, origin,
+           fmt::format("{} is out of range (must be {} {}{})", v, k.min_exclusive ? ">" : ">=", k.min,
+                       k.max < 1e299 ? fmt::format(" and {} {}", k.max_exclusive ? "<" : "<=", k.max) : ""));
   };
   switch (k.type) {
     case KeyType::Int: {
@@ -192,12 +202,23 @@ void check_value(const KeySpec& k, const std::string& v, const std::string& orig
   }
 }
 
-void flatten(const YAML::Node& node, const std::string& prefix, std::vector<std::pair<std::string, YAML::Node>>& out) {
+// yaml-cpp keeps both entries of a key written twice; a config where the last one silently wins
+// is an error instead (also `a: {b: 1}` next to `a.b`-style duplicates after flattening).
+void flatten(const YAML::Node& node, const std::string& prefix, const std::string& path,
+             std::vector<std::pair<std::string, YAML::Node>>& out) {
   for (auto it = node.begin(); it != node.end(); ++it) {
     std::string key = prefix.empty() ? it->first.as<std::string>() : prefix + "." + it->first.as<std::string>();
-    if (it->second.IsMap()) flatten(it->second, key, out);
+    for (const auto& seen : out)
+      if (seen.first == key || seen.first.rfind(key + ".", 0) == 0)
+        throw ConfigError(fmt::format("config key '{}' ({}): given twice", key, path));
+    if (it->second.IsMap()) flatten(it->second, key, path, out);
     else out.push_back({key, it->second});
   }
+}
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
 }  // namespace
@@ -213,12 +234,13 @@ Config Config::defaults() {
   return c;
 }
 
-void Config::assign(const std::string& key, const std::string& value, const std::string& origin) {
+void Config::assign(const std::string& key, const std::string& value, const std::string& origin, bool given) {
   const KeySpec* k = find_key(key);
   if (!k) throw ConfigError(fmt::format("unknown config key '{}'{} (did you mean '{}'?)", key,
                                         origin.empty() ? "" : " (" + origin + ")", closest_key(key)));
   check_value(*k, value, origin);
   values_[key] = value;
+  if (given && std::find(given_.begin(), given_.end(), key) == given_.end()) given_.push_back(key);
 }
 
 Config Config::from_file(const std::string& path) {
@@ -233,11 +255,11 @@ Config Config::from_file(const std::string& path) {
   if (root.IsNull()) return c;
   if (!root.IsMap()) throw ConfigError("config file '" + path + "': the top level must be a mapping");
   std::vector<std::pair<std::string, YAML::Node>> flat;
-  flatten(root, "", flat);
+  flatten(root, "", path, flat);
   for (auto& [key, node] : flat) {
     if (!node.IsScalar())
       throw ConfigError(fmt::format("config key '{}' ({}): expected a single value", key, path));
-    c.assign(key, node.Scalar(), path);
+    c.assign(key, node.Scalar(), path, true);
   }
   return c;
 }
@@ -246,10 +268,29 @@ void Config::set(const std::string& assignment) {
   size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     throw ConfigError("--set '" + assignment + "': expected key=value, e.g. train.steps=100");
-  assign(assignment.substr(0, eq), assignment.substr(eq + 1), "--set");
+  assign(trim(assignment.substr(0, eq)), trim(assignment.substr(eq + 1)), "--set", true);
 }
 
-void Config::resolve(const std::string& key, const std::string& value) { assign(key, value, "resolved"); }
+void Config::resolve(const std::string& key, const std::string& value) { assign(key, value, "resolved", false); }
+
+bool Config::same_value(const std::string& key, const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  const KeySpec* k = find_key(key);
+  if (!k) return false;
+  if (k->type == KeyType::Float) {
+    double x, y;
+    return parse_float(a, x) && parse_float(b, y) && x == y;
+  }
+  if (k->type == KeyType::Int) {
+    int64_t x, y;
+    return parse_int(a, x) && parse_int(b, y) && x == y;
+  }
+  if (k->type == KeyType::Bool) {
+    bool x, y;
+    return parse_bool(a, x) && parse_bool(b, y) && x == y;
+  }
+  return false;
+}
 
 bool Config::is_auto(const std::string& key) const { return get_string(key) == "auto"; }
 

@@ -24,8 +24,8 @@ struct KeySpec {
   std::string default_value;  // as YAML scalar text; "auto" where a rule computes it
   std::string doc;
   std::vector<std::string> choices;  // Choice only
-  double min = -1e300, max = 1e300;  // Int / Float (inclusive)
-  bool min_exclusive = false;
+  double min = -1e300, max = 1e300;  // Int / Float (inclusive unless *_exclusive)
+  bool min_exclusive = false, max_exclusive = false;
   bool allow_auto = false;  // the value "auto" is accepted (resolved by a rule)
 };
 
@@ -35,10 +35,12 @@ const std::vector<KeySpec>& schema();
 class Config {
  public:
   static Config defaults();
-  // Reads a YAML file; every key must be in the schema.
+  // Reads a YAML file; every key must be in the schema, and appear once.
   static Config from_file(const std::string& path);
-  // Applies "a.b=c" (c is a YAML scalar).
+  // Applies "a.b=c" (c is a YAML scalar; white space around key and value is dropped).
   void set(const std::string& assignment);
+  // Keys given by the user (in a YAML file or with set()), as opposed to defaults and resolved values.
+  const std::vector<std::string>& given_keys() const { return given_; }
 
   int64_t get_int(const std::string& key) const;
   double get_float(const std::string& key) const;
@@ -47,13 +49,16 @@ class Config {
   bool is_auto(const std::string& key) const;
   // Replaces an "auto" (or any) value with a resolved one, validated.
   void resolve(const std::string& key, const std::string& value);
+  // Whether two values of `key` mean the same (2e-3 and 0.002 do).
+  static bool same_value(const std::string& key, const std::string& a, const std::string& b);
 
   // Nested YAML with every key (comments: the docs).
   std::string to_yaml() const;
 
  private:
-  void assign(const std::string& key, const std::string& value, const std::string& origin);
+  void assign(const std::string& key, const std::string& value, const std::string& origin, bool given);
   std::map<std::string, std::string> values_;
+  std::vector<std::string> given_;
 };
 
 // Markdown table of the schema (docs/config.md).

@@ -14,12 +14,16 @@
 
 namespace attn::train {
 
-void resolve_config(Config& c) {
-  if (c.is_auto("attention.sigmoid_bias"))
-    c.resolve("attention.sigmoid_bias", fmt::format("{:.17g}", -std::log(static_cast<double>(c.get_int("model.seq_len")))));
+void resolve_run_dir(Config& c) {
   if (c.is_auto("run.dir"))
     c.resolve("run.dir", fmt::format("runs/{}-{}-s{}", c.get_string("run.name"), c.get_string("attention.variant"),
                                      c.get_int("run.seed")));
+}
+
+void resolve_config(Config& c) {
+  if (c.is_auto("attention.sigmoid_bias"))
+    c.resolve("attention.sigmoid_bias", fmt::format("{:.17g}", -std::log(static_cast<double>(c.get_int("model.seq_len")))));
+  resolve_run_dir(c);
   if (c.get_int("model.d_model") % c.get_int("model.n_heads") != 0)
     throw ConfigError(fmt::format("config key 'model.n_heads': {} does not divide model.d_model = {}",
                                   c.get_int("model.n_heads"), c.get_int("model.d_model")));
@@ -63,12 +67,30 @@ void place_model(nn::Module& model, const Config& c) {
 
 namespace {
 
-std::string read_text_file(const std::string& path) {
+// The corpus text; an empty file, or a binary one (NUL bytes) for the char tokenizer, is refused
+// naming the key and the file.
+std::string read_text_file(const std::string& path, bool as_chars) {
+  if (path.empty()) throw ConfigError("config key 'data.path': corpus 'text' needs a text file (data.path is empty)");
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw ConfigError("config key 'data.path': cannot read text file '" + path + "'");
+  if (!f || std::filesystem::is_directory(path))
+    throw ConfigError("config key 'data.path': cannot read text file '" + path + "'");
   std::ostringstream os;
   os << f.rdbuf();
-  return os.str();
+  std::string text = os.str();
+  if (text.empty()) throw ConfigError("config key 'data.path': text file '" + path + "' is empty");
+  if (size_t nul = text.find('\0'); as_chars && nul != std::string::npos)
+    throw ConfigError(fmt::format("config key 'data.path': '{}' has a NUL byte at offset {}: not a text file (the "
+                                  "char tokenizer needs text; data.tokenizer=byte reads any bytes)",
+                                  path, nul));
+  return text;
+}
+
+// Where the tokens come from, for messages.
+std::string corpus_name(const Config& c) {
+  const std::string& corpus = c.get_string("data.corpus");
+  if (corpus == "kjv") return "the KJV text";
+  if (corpus == "text") return "text file '" + c.get_string("data.path") + "'";
+  return "token shards '" + c.get_string("data.path") + "' / '" + c.get_string("data.val_path") + "'";
 }
 
 std::shared_ptr<const std::vector<int32_t>> share(std::vector<int32_t> v) {
@@ -97,7 +119,10 @@ LmData load_lm_data(const Config& c, const std::string& tokenizer_json) {
     d.unit = "token";
     return d;
   }
-  std::string text = corpus == "kjv" ? data::kjv_corpus(c.get_string("data.cache_dir")) : read_text_file(c.get_string("data.path"));
+  const bool as_chars = tokenizer_json.empty() ? c.get_string("data.tokenizer") == "char"
+                                               : nlohmann::json::parse(tokenizer_json).value("kind", "") == "char";
+  std::string text = corpus == "kjv" ? data::kjv_corpus(c.get_string("data.cache_dir"))
+                                     : read_text_file(c.get_string("data.path"), as_chars);
   if (!tokenizer_json.empty()) d.tokenizer = data::Tokenizer::from_json(nlohmann::json::parse(tokenizer_json));
   else if (c.get_string("data.tokenizer") == "char") d.tokenizer = std::make_unique<data::CharTokenizer>(text);
   else d.tokenizer = std::make_unique<data::ByteTokenizer>();
@@ -141,6 +166,25 @@ nn::ModelConfig model_config(const Config& c, int64_t vocab_size) {
   m.layer_scale_init = c.get_float("attention.layer_scale_init");
   m.causal = true;
   return m;
+}
+
+void check_lm_data_fits(const Config& c, const LmData& d) {
+  const int64_t B = c.get_int("train.batch_size"), T = c.get_int("model.seq_len");
+  const std::string unit = d.unit + "s";
+  const bool split = c.get_string("data.corpus") != "shards";
+  if (static_cast<int64_t>(d.train->size()) < T + 1)
+    throw ConfigError(fmt::format("config key 'data.path': the training split of {} has {} {}, fewer than one sequence "
+                                  "(model.seq_len {} + 1){}",
+                                  corpus_name(c), d.train->size(), unit, T,
+                                  split ? fmt::format(" (data.train_fraction {})", c.get_string("data.train_fraction")) : ""));
+  if (static_cast<int64_t>(d.val->size()) < B * T + 1)
+    throw ConfigError(fmt::format("config key 'data.path': the validation split of {} has {} {}, fewer than one "
+                                  "batch (train.batch_size {} × model.seq_len {} + 1 = {}): use a longer corpus, a "
+                                  "smaller batch or sequence{}",
+                                  corpus_name(c), d.val->size(), unit, B, T, B * T + 1,
+                                  split ? fmt::format(", or a smaller data.train_fraction (now {})",
+                                                      c.get_string("data.train_fraction"))
+                                        : ""));
 }
 
 }  // namespace attn::train

@@ -18,8 +18,14 @@ struct LmData {
   std::string unit = "char";  // what one token is, for bits-per-unit
 };
 
-// Resolves the config's "auto" values that depend only on the config (sigmoid bias, run dir).
+// Resolves the config's "auto" values that depend only on the config (sigmoid bias, run dir) and
+// checks the rules between keys.
 void resolve_config(Config& c);
+// run.dir auto -> runs/<name>-<variant>-s<seed>; nothing else.
+void resolve_run_dir(Config& c);
+
+// ConfigError naming the corpus and the keys when a split is too short for the batch shape.
+void check_lm_data_fits(const Config& c, const LmData& d);
 
 // Loads the corpus the config names. `tokenizer_json`, when not empty, restores the run's saved
 // vocabulary (eval and resume) instead of building it from the corpus.

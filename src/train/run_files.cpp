@@ -1,119 +1,143 @@
 #include "train/run_files.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <filesystem>
 #include <fmt/format.h>
-#include <sstream>
-
-#include "tensor/serialize.h"
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
 
 namespace fs = std::filesystem;
 
 namespace attn::train {
 
 namespace {
-const char kCheckpointMagic[] = "ATTNLAB-CKPT-1";
 
-std::vector<fs::path> checkpoints_in(const std::string& dir) {
-  std::vector<fs::path> out;
-  if (!fs::exists(dir)) return out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".ckpt") out.push_back(e.path());
-  std::sort(out.begin(), out.end());  // names carry a zero-padded step
-  return out;
+[[noreturn]] void fail(const std::string& what, const std::string& path, int err) {
+  throw std::runtime_error(fmt::format("{} '{}': {}", what, path, std::strerror(err)));
 }
+
+// write(2) until done; false (errno set) on any failure, including a write that makes no progress.
+bool write_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w == 0) errno = ENOSPC;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+std::string parent_of(const std::string& path) {
+  fs::path p = fs::path(path).parent_path();
+  return p.empty() ? "." : p.string();
+}
+
 }  // namespace
 
+void sync_directory(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open directory", dir, errno);
+  int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc != 0) fail("cannot sync directory", dir, err);
+}
+
 void write_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw std::runtime_error("cannot write '" + tmp + "'");
-    f << content;
-    f.flush();
-    if (!f) throw std::runtime_error("write failed for '" + tmp + "' (disk full?)");
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create", tmp, errno);
+  bool ok = write_all(fd, content.data(), content.size()) && ::fsync(fd) == 0;
+  int err = errno;
+  if (::close(fd) != 0 && ok) ok = false, err = errno;
+  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) ok = false, err = errno;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    fail("cannot write", path, err);
   }
-  fs::rename(tmp, path);
+  sync_directory(parent_of(path));
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot read '" + path + "'");
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot read", path, errno);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int err = errno;
+      ::close(fd);
+      fail("cannot read", path, err);
+    }
+    if (r == 0) break;
+    out.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out;
 }
 
-MetricsLog::MetricsLog(const std::string& path, uint64_t keep_bytes) : bytes_(keep_bytes) {
-  if (fs::exists(path)) fs::resize_file(path, keep_bytes);
-  out_.open(path, std::ios::binary | std::ios::app);
-  if (!out_) throw std::runtime_error("cannot open '" + path + "'");
+std::vector<std::string> remove_temp_files(const std::string& dir) {
+  std::vector<std::string> removed;
+  if (!fs::is_directory(dir)) return removed;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_regular_file() && name.find(".tmp.") != std::string::npos) {
+      fs::remove(e.path());
+      removed.push_back(e.path().string());
+    }
+  }
+  return removed;
+}
+
+MetricsLog::MetricsLog(const std::string& path, uint64_t keep_bytes) : path_(path) {
+  if (fs::exists(path)) {
+    std::string text = read_file(path);
+    uint64_t keep = keep_bytes;
+    if (text.size() < keep_bytes || (keep > 0 && text[keep - 1] != '\n')) {
+      // The file does not end where the checkpoint says it did: keep its complete lines only.
+      size_t cut = text.rfind('\n', std::min<size_t>(text.size(), keep) - (keep > 0 ? 1 : 0));
+      keep = cut == std::string::npos ? 0 : cut + 1;
+      fmt::print(stderr,
+                 "warning: '{}' has {} bytes where the checkpoint recorded {}: rows after byte {} "
+                 "are lost; "
+                 "cut back to its last complete line\n",
+                 path, text.size(), keep_bytes, keep);
+    }
+    if (::truncate(path.c_str(), static_cast<off_t>(keep)) != 0)
+      fail("cannot truncate", path, errno);
+    bytes_ = keep;
+  } else if (keep_bytes > 0) {
+    fmt::print(
+        stderr,
+        "warning: '{}' is missing (the checkpoint recorded {} bytes of it): a new one is started\n",
+        path, keep_bytes);
+  }
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("cannot open", path, errno);
+}
+
+MetricsLog::~MetricsLog() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MetricsLog::write(const nlohmann::json& row) {
-  std::string line = row.dump() + "\n";
-  out_ << line;
-  out_.flush();
+  const std::string line = row.dump() + "\n";
+  if (!write_all(fd_, line.data(), line.size()))
+    fail("cannot write a metrics row to", path_, errno);
   bytes_ += line.size();
 }
 
-void save_checkpoint(const std::string& path, const models::DecoderLM& model, const AdamW& opt, const TrainState& s) {
-  std::ostringstream os(std::ios::binary);
-  write_string(os, kCheckpointMagic);
-  write_u64(os, static_cast<uint64_t>(s.step));
-  write_u64(os, s.data_position);
-  write_u64(os, s.dropout_offset);
-  write_u64(os, s.metrics_bytes);
-  write_f64(os, s.elapsed_s);
-  write_f64(os, s.best_val_loss);
-  write_u64(os, static_cast<uint64_t>(s.tokens));
-  ParamList params = model.parameters();
-  write_u64(os, params.size());
-  for (const Param& p : params) {
-    write_string(os, p.name);
-    write_tensor(os, p.value);
-  }
-  opt.save(os);
-  write_atomic(path, os.str());
-}
-
-TrainState load_checkpoint(const std::string& path, models::DecoderLM& model, AdamW* opt) {
-  std::istringstream is(read_file(path), std::ios::binary);
-  if (read_string(is) != kCheckpointMagic) throw std::runtime_error("'" + path + "' is not an attnlab checkpoint");
-  TrainState s;
-  s.step = static_cast<int64_t>(read_u64(is));
-  s.data_position = read_u64(is);
-  s.dropout_offset = read_u64(is);
-  s.metrics_bytes = read_u64(is);
-  s.elapsed_s = read_f64(is);
-  s.best_val_loss = read_f64(is);
-  s.tokens = static_cast<int64_t>(read_u64(is));
-  ParamList params = model.parameters();
-  uint64_t n = read_u64(is);
-  if (n != params.size())
-    throw std::runtime_error(fmt::format("checkpoint '{}' has {} parameters, the model {}", path, n, params.size()));
-  for (Param& p : params) {
-    std::string name = read_string(is);
-    Tensor t = read_tensor(is);
-    if (name != p.name || t.shape() != p.value.shape() || t.dtype() != p.value.dtype())
-      throw std::runtime_error(fmt::format("checkpoint '{}': parameter '{}' {} does not match the model's '{}' {}", path,
-                                           name, shape_str(t.shape()), p.name, shape_str(p.value.shape())));
-    copy_bytes(p.value.raw_data(), p.value.device(), t.raw_data(), t.device(), t.nbytes());
-  }
-  if (opt) opt->load(is);
-  return s;
-}
-
-std::string latest_checkpoint(const std::string& dir) {
-  auto all = checkpoints_in(dir);
-  return all.empty() ? "" : all.back().string();
-}
-
-void prune_checkpoints(const std::string& dir, int64_t keep) {
-  auto all = checkpoints_in(dir);
-  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove(all[i]);
+void MetricsLog::sync() {
+  if (::fsync(fd_) != 0) fail("cannot sync", path_, errno);
 }
 
 }  // namespace attn::train

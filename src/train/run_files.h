@@ -1,49 +1,46 @@
-// Files of a run directory: atomic writes, the JSONL metrics log, checkpoints.
+// Files of a run directory: checked atomic writes and the JSONL metrics log. Every write is
+// checked; a failure throws a std::runtime_error naming the file and the system's reason (the run
+// stops with exit 1, and what was on disk before stays valid).
 #pragma once
 #include <cstdint>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "models/lm/lm.h"
-#include "optim/adamw.h"
-
 namespace attn::train {
 
-// Writes `content` to path via a temporary file and a rename: readers see the old or the new file.
+// Writes `content` to path through a temporary file beside it (path.tmp.PID): written, fsync'ed,
+// renamed over path, then the directory fsync'ed, so readers and a crash see the old file or the
+// new one. On failure the temporary file is removed.
 void write_atomic(const std::string& path, const std::string& content);
+// The whole file; throws naming it when it cannot be read.
 std::string read_file(const std::string& path);
+// fsync of a directory (makes a rename or unlink in it durable).
+void sync_directory(const std::string& dir);
+// Removes the temporary files write_atomic leaves when a process dies mid-write (*.tmp.PID) from
+// dir; returns their names. Only call it while holding the run's lock (run_dir.h).
+std::vector<std::string> remove_temp_files(const std::string& dir);
 
-// Appends one JSON object per line, flushed each time (a crash loses at most the line in flight).
+// Appends one JSON object per line with one write(2) each (a crash loses at most the line in
+// flight, which a resume truncates away).
 class MetricsLog {
  public:
-  // Truncates the file to `keep_bytes` first (a resume drops rows written after its checkpoint).
+  // Opens path for appending after truncating it to `keep_bytes` (a resume drops the rows written
+  // after its checkpoint). The file is never extended: when it is shorter than keep_bytes (rows
+  // lost outside attnlab's control) it is cut back to its last complete line, with a warning.
   MetricsLog(const std::string& path, uint64_t keep_bytes);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+
   void write(const nlohmann::json& row);
+  // fsync: the rows so far survive a power loss (called before each checkpoint records bytes()).
+  void sync();
   uint64_t bytes() const { return bytes_; }
 
  private:
-  std::ofstream out_;
-  uint64_t bytes_;
+  std::string path_;
+  int fd_ = -1;
+  uint64_t bytes_ = 0;
 };
-
-// Everything needed to continue a run exactly where it stopped.
-struct TrainState {
-  int64_t step = 0;             // optimizer steps completed
-  uint64_t data_position = 0;   // batches served by the batcher
-  uint64_t dropout_offset = 0;  // the model's dropout generator
-  uint64_t metrics_bytes = 0;   // metrics.jsonl length at this point
-  double elapsed_s = 0;         // training wall time so far
-  double best_val_loss = 1e300;
-  int64_t tokens = 0;
-};
-
-void save_checkpoint(const std::string& path, const models::DecoderLM& model, const AdamW& opt, const TrainState& s);
-// Restores params and optimizer in place; throws naming what does not match.
-TrainState load_checkpoint(const std::string& path, models::DecoderLM& model, AdamW* opt);
-// The checkpoint with the highest step in dir, or "" when there is none.
-std::string latest_checkpoint(const std::string& dir);
-// Keeps the `keep` newest checkpoints in dir.
-void prune_checkpoints(const std::string& dir, int64_t keep);
 
 }  // namespace attn::train

@@ -18,8 +18,12 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+#include "train/checkpoint.h"
 #include "train/lm_setup.h"
+#include "train/run_dir.h"
 #include "train/run_files.h"
+#include "train/saved_config.h"
+#include "train/stop_signal.h"
 
 namespace fs = std::filesystem;
 
@@ -50,10 +54,15 @@ std::vector<data::TokenBatch> on_device(std::vector<data::TokenBatch> batches, D
   return batches;
 }
 
-double evaluate(const models::DecoderLM& model, const std::vector<data::TokenBatch>& batches) {
+// Mean loss over the batches in eval mode (no dropout, so the dropout generator is untouched and
+// the training curve does not depend on eval.every); the model's mode is restored after.
+double evaluate(models::DecoderLM& model, const std::vector<data::TokenBatch>& batches) {
   NoGradGuard no_grad;
+  const bool was_training = model.training();
+  model.set_training(false);
   double total = 0;
   for (const auto& b : batches) total += model.loss(b.x, b.y).item();
+  model.set_training(was_training);
   return batches.empty() ? NAN : total / static_cast<double>(batches.size());
 }
 
@@ -74,30 +83,18 @@ struct Run {
   LrSchedule schedule{};
   TrainState state;
   Device device = Device::cpu();
+  int64_t checkpointed_step = -1;  // the step of the newest checkpoint on disk
 };
 
-// A directory that holds a run already (config, checkpoints or a summary) is not overwritten.
-void check_run_dir(const std::string& dir, bool resume) {
-  bool used = fs::exists(dir + "/config.yaml") || fs::exists(dir + "/summary.json") || !latest_checkpoint(dir + "/checkpoints").empty();
-  if (!resume && used)
-    throw ConfigError("run directory '" + dir + "' already holds a run: pass --resume to continue it, or set run.dir");
-  if (resume && !fs::exists(dir + "/config.yaml"))
-    throw ConfigError("--resume: '" + dir + "' has no config.yaml (no run to resume)");
-}
-
 std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
-  resolve_config(cfg);
   auto run = std::make_unique<Run>();
   run->dir = cfg.get_string("run.dir");
-  check_run_dir(run->dir, opt.resume);
   run->device = run_device(cfg);  // before the data: a missing GPU fails fast
   std::string tokenizer_json;
   if (opt.resume && fs::exists(run->dir + "/tokenizer.json")) tokenizer_json = read_file(run->dir + "/tokenizer.json");
   run->data = load_lm_data(cfg, tokenizer_json);
+  check_lm_data_fits(cfg, run->data);
   int64_t T = cfg.get_int("model.seq_len"), B = cfg.get_int("train.batch_size");
-  if (static_cast<int64_t>(run->data.val->size()) < B * T + 1)
-    throw ConfigError(fmt::format("config key 'train.batch_size': the validation split ({} tokens) is shorter than one "
-                                  "batch of {}×{}", run->data.val->size(), B, T));
   // Built (and initialised) on the CPU, then moved: the same initial weights on every device.
   run->model = std::make_unique<models::DecoderLM>(model_config(cfg, run->data.vocab_size), cfg.get_int("run.seed"));
   place_model(*run->model, cfg);
@@ -111,26 +108,57 @@ std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
 }
 
 void create_run_dir(Run& r) {
-  fs::create_directories(r.dir + "/checkpoints");
   write_atomic(r.dir + "/config.yaml", r.cfg.to_yaml());
   if (r.data.tokenizer) write_atomic(r.dir + "/tokenizer.json", r.data.tokenizer->to_json().dump() + "\n");
 }
 
+// Loads the newest checkpoint that verifies. One that does not is named with its fault, moved
+// aside (NAME.corrupt) and the previous one tried; none usable is an error, never a silent restart.
 void restore(Run& r) {
-  std::string ckpt = latest_checkpoint(r.dir + "/checkpoints");
-  if (ckpt.empty()) return;  // crashed before the first checkpoint: start over
-  r.state = load_checkpoint(ckpt, *r.model, r.opt.get());
-  r.batcher->set_position(r.state.data_position);
-  r.model->dropout_gen.offset = r.state.dropout_offset;
-  fmt::print(stderr, "resuming {} from {} (step {})\n", r.dir, ckpt, r.state.step);
+  const std::string dir = r.dir + "/checkpoints";
+  std::vector<std::string> all = list_checkpoints(dir);
+  if (all.empty()) {
+    fmt::print(stderr, "note: {} has no checkpoint (the run stopped before its first one): starting again from step 0\n",
+               dir);
+    return;
+  }
+  std::vector<std::string> rejected;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    std::string why = verify_checkpoint(*it);
+    if (!why.empty() && why.rfind("format 1", 0) != 0) {
+      fs::rename(*it, *it + ".corrupt");
+      rejected.push_back(fmt::format("'{}' ({})", *it, why));
+      fmt::print(stderr, "error: checkpoint '{}' is unusable: {}; moved to '{}.corrupt'{}\n", *it, why, *it,
+                 std::next(it) != all.rend() ? fmt::format("; falling back to '{}'", *std::next(it)) : "");
+      continue;
+    }
+    r.state = load_checkpoint(*it, *r.model, r.opt.get());
+    r.checkpointed_step = r.state.step;
+    r.batcher->set_position(r.state.data_position);
+    r.model->dropout_gen.offset = r.state.dropout_offset;
+    fmt::print(stderr, "resuming {} from {} (step {})\n", r.dir, *it, r.state.step);
+    return;
+  }
+  sync_directory(dir);
+  throw CheckpointError(fmt::format("no usable checkpoint in '{}': {}", dir, fmt::join(rejected, "; ")));
 }
 
-void checkpoint(Run& r, uint64_t metrics_bytes) {
+void checkpoint(Run& r, MetricsLog& log) {
+  log.sync();  // the rows this checkpoint counts are on disk before it is
   r.state.data_position = r.batcher->position();
   r.state.dropout_offset = r.model->dropout_gen.offset;
-  r.state.metrics_bytes = metrics_bytes;
+  r.state.metrics_bytes = log.bytes();
   save_checkpoint(fmt::format("{}/checkpoints/step-{:08}.ckpt", r.dir, r.state.step), *r.model, *r.opt, r.state);
   prune_checkpoints(r.dir + "/checkpoints", r.cfg.get_int("checkpoint.keep"));
+  r.checkpointed_step = r.state.step;
+}
+
+// What "the last good checkpoint" may say: the newest one that verifies now.
+std::string last_good_checkpoint(const std::string& dir) {
+  VerifiedCheckpoint v = latest_verified_checkpoint(dir);
+  std::string out = v.path.empty() ? "none" : v.path;
+  for (const auto& [file, why] : v.rejected) out += fmt::format(" (newer '{}' failed verification: {})", file, why);
+  return out;
 }
 
 nlohmann::json eval_row(Run& r) {
@@ -172,6 +200,16 @@ std::pair<double, double> train_step(Run& r, int64_t accum, double clip) {
   return {loss_sum / static_cast<double>(accum), norm};
 }
 
+bool is_finished(const Run& r) { return r.state.step >= r.cfg.get_int("train.steps"); }
+
+// The first SIGINT/SIGTERM: the step in flight has finished; checkpoint it, say how to go on.
+int stop_on_signal(Run& r, MetricsLog& log, int sig) {
+  if (r.checkpointed_step != r.state.step) checkpoint(r, log);
+  fmt::print(stderr, "\n{} at step {}: checkpoint {}/checkpoints/step-{:08}.ckpt written. Resume with:\n  attnlab train --set run.dir={} --resume\n",
+             signal_name(sig), r.state.step, r.dir, r.state.step, r.dir);
+  return 128 + sig;
+}
+
 int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
   const Config& c = r.cfg;
   int64_t steps = c.get_int("train.steps"), accum = c.get_int("train.grad_accum");
@@ -181,18 +219,19 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
   std::string tag = c.get_string("attention.variant");
   nlohmann::json last_eval;
   r.model->set_training(true);
+  StopSignal stop;
   while (r.state.step < steps) {
+    if (int sig = StopSignal::pending()) return stop_on_signal(r, log, sig);
     auto t0 = Clock::now();
     double lr = r.schedule.at(r.state.step);
     auto [loss, norm] = train_step(r, accum, c.get_float("train.clip"));
     if (r.state.step + 1 == opt.nan_at_step) loss = NAN;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       r.opt->zero_grad();
-      std::string last = latest_checkpoint(r.dir + "/checkpoints");
+      log.write({{"step", r.state.step + 1}, {"error", "non-finite loss or gradient"}});
       fmt::print(stderr, "{}error: non-finite {} at step {} (loss {}, grad norm {}); stopping. Last good checkpoint: {}\n",
                  tty ? "\n" : "", std::isfinite(loss) ? "gradient" : "loss", r.state.step + 1, loss, norm,
-                 last.empty() ? "none" : last);
-      log.write({{"step", r.state.step + 1}, {"error", "non-finite loss or gradient"}});
+                 last_good_checkpoint(r.dir + "/checkpoints"));
       return 3;
     }
     r.opt->step(lr);
@@ -219,9 +258,10 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
         fmt::print(stderr, "{}[{}] step {} val_loss {:.4f} ({:.4f} bits/{})\n", tty ? "\n" : "", tag, r.state.step,
                    last_eval["val_loss"].get<double>(), last_eval["val_bpc"].get<double>(), r.data.unit);
     }
-    if (r.state.step % ckpt_every == 0 || is_last) checkpoint(r, log.bytes());
+    if (r.state.step % ckpt_every == 0 || is_last) checkpoint(r, log);
     if (r.state.step == opt.abort_after_step) std::raise(SIGKILL);
   }
+  if (int sig = StopSignal::pending(); sig && !is_finished(r)) return stop_on_signal(r, log, sig);
   if (last_eval.is_null()) last_eval = eval_row(r);  // resumed a run that had finished its steps
   write_summary(r, last_eval);
   if (!opt.quiet) fmt::print(stderr, "[{}] done: {}\n", tag, r.dir);
@@ -236,36 +276,79 @@ void set_threads(int64_t n) {
   Eigen::setNbThreads(threads);
 }
 
+namespace {
+
+// The saved config of the run that `requested` (defaults + --config + --set) points at, with the
+// overrides a resume or an eval may make; the notes go to stderr.
+Config reopen(Config requested, Reopen mode, const std::string& dir_arg = "") {
+  if (!dir_arg.empty()) requested.resolve("run.dir", dir_arg);
+  resolve_run_dir(requested);
+  const std::string dir = requested.get_string("run.dir");
+  if (mode == Reopen::Resume) check_run_dir(dir, true);
+  else if (!fs::exists(dir + "/config.yaml")) throw ConfigError("eval: '" + dir + "' has no config.yaml (not a run directory)");
+  ReopenedConfig re = reopen_config(Config::from_file(dir + "/config.yaml"), requested, mode, dir);
+  re.config.resolve("run.dir", dir);
+  resolve_config(re.config);
+  for (const std::string& n : re.notes) fmt::print(stderr, "note: {}\n", n);
+  return re.config;
+}
+
+bool run_extended(const Run& r) {
+  Config saved = Config::from_file(r.dir + "/config.yaml");
+  return saved.get_int("train.steps") != r.cfg.get_int("train.steps");
+}
+
+}  // namespace
+
 int run_training(Config cfg, const TrainOptions& opt) {
   if (opt.resume) {
+    cfg = reopen(std::move(cfg), Reopen::Resume);
+  } else {
     resolve_config(cfg);
-    std::string dir = cfg.get_string("run.dir");
-    check_run_dir(dir, true);
-    Config saved = Config::from_file(dir + "/config.yaml");
-    saved.resolve("train.steps", cfg.get_string("train.steps"));  // a resume may extend the run
-    cfg = saved;
+    check_run_dir(cfg.get_string("run.dir"), false);
+  }
+  const std::string dir = cfg.get_string("run.dir");
+  if (opt.resume && fs::exists(dir + "/summary.json") &&
+      Config::from_file(dir + "/config.yaml").get_int("train.steps") == cfg.get_int("train.steps")) {
+    fmt::print(stderr, "{} is finished ({} steps): nothing to resume (--set train.steps=N extends it)\n", dir,
+               cfg.get_int("train.steps"));
+    return 0;
   }
   set_threads(cfg.get_int("run.threads"));
   std::unique_ptr<Run> run = prepare(std::move(cfg), opt);
-  if (opt.resume) restore(*run);
-  else create_run_dir(*run);
-  MetricsLog log(run->dir + "/metrics.jsonl", opt.resume ? run->state.metrics_bytes : 0);
+  fs::create_directories(dir + "/checkpoints");
+  RunLock lock(dir);  // from here on this process alone writes the directory
+  for (const std::string& sub : {dir, dir + "/checkpoints"})
+    for (const std::string& f : remove_temp_files(sub))
+      fmt::print(stderr, "note: removed '{}' (left by a write that did not finish)\n", f);
+  if (!opt.resume) {
+    create_run_dir(*run);
+  } else {
+    if (run_extended(*run)) {
+      fs::remove(dir + "/summary.json");  // no longer finished
+      write_atomic(dir + "/config.yaml", run->cfg.to_yaml());
+    }
+    restore(*run);
+  }
+  MetricsLog log(dir + "/metrics.jsonl", run->state.metrics_bytes);
   return train_loop(*run, opt, log);
 }
 
-int run_eval(const std::string& run_dir, const std::string& checkpoint, const std::vector<std::string>& sets) {
-  Config cfg = Config::from_file(run_dir + "/config.yaml");
-  for (const std::string& s : sets) cfg.set(s);
-  resolve_config(cfg);  // checks the overrides (bf16 on the CPU: set run.precision=f32 too)
+int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested) {
+  Config cfg = reopen(requested, Reopen::Eval, run_dir);
   set_threads(cfg.get_int("run.threads"));
   std::string tok = fs::exists(run_dir + "/tokenizer.json") ? read_file(run_dir + "/tokenizer.json") : "";
   LmData data = load_lm_data(cfg, tok);
   models::DecoderLM model(model_config(cfg, data.vocab_size), cfg.get_int("run.seed"));
-  std::string ckpt = checkpoint.empty() ? latest_checkpoint(run_dir + "/checkpoints") : checkpoint;
-  if (ckpt.empty()) throw ConfigError("eval: no checkpoint in '" + run_dir + "/checkpoints'");
+  std::string ckpt = checkpoint;
+  if (ckpt.empty()) {
+    VerifiedCheckpoint v = latest_verified_checkpoint(run_dir + "/checkpoints");
+    for (const auto& [file, why] : v.rejected) fmt::print(stderr, "note: skipping checkpoint '{}': {}\n", file, why);
+    if (v.path.empty()) throw ConfigError("eval: no usable checkpoint in '" + run_dir + "/checkpoints'");
+    ckpt = v.path;
+  }
   TrainState s = load_checkpoint(ckpt, model, nullptr);
   place_model(model, cfg);
-  model.set_training(false);
   auto batches = on_device(data::eval_batches(*data.val, cfg.get_int("train.batch_size"), cfg.get_int("model.seq_len"),
                                               cfg.get_int("eval.batches")),
                            run_device(cfg));
@@ -277,6 +360,7 @@ int run_eval(const std::string& run_dir, const std::string& checkpoint, const st
 }
 
 int run_train_bench(Config cfg, int64_t steps) {
+  if (steps < 1) throw ConfigError(fmt::format("bench train --steps: {} (must be at least 1)", steps));
   resolve_config(cfg);
   set_threads(cfg.get_int("run.threads"));
   int64_t V = 65, B = cfg.get_int("train.batch_size"), T = cfg.get_int("model.seq_len");

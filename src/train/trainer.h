@@ -9,19 +9,21 @@
 namespace attn::train {
 
 struct TrainOptions {
-  bool resume = false;           // continue the run in run.dir from its latest checkpoint
+  bool resume = false;           // continue the run in run.dir from its latest good checkpoint
   bool quiet = false;            // no progress line
   int64_t abort_after_step = -1; // testing: SIGKILL ourselves after this step (crash simulation)
   int64_t nan_at_step = -1;      // testing: poison the loss at this step
 };
 
 // Exit codes: 0 done; 2 configuration error (nothing written); 3 non-finite loss or gradient
-// (the last good checkpoint is kept); 1 anything else.
+// (the last good checkpoint is kept); 128 + signal after SIGINT/SIGTERM (a checkpoint of the last
+// step written); 1 anything else (a failed write, an unusable checkpoint: the message names the file).
 int run_training(Config cfg, const TrainOptions& opt);
 
-// Validation loss of a run's checkpoint (latest when checkpoint is empty), printed as JSON.
-// `sets` override the run's saved config (say run.device=cpu for a run trained on a GPU).
-int run_eval(const std::string& run_dir, const std::string& checkpoint, const std::vector<std::string>& sets = {});
+// Validation loss of a run's checkpoint (the newest that verifies when checkpoint is empty), printed
+// as JSON, in eval mode. The given keys of `requested` (its --set) may change only what
+// saved_config.h allows for an eval (say run.device=cpu for a run trained on a GPU).
+int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested);
 
 // Tokens/s of forward + backward + AdamW for the config's model on random tokens.
 int run_train_bench(Config cfg, int64_t steps);
