@@ -1,6 +1,7 @@
 // The fused attention op against the composed reference and a brute-force f64 loop, for every
-// variant × mask × ALiBi, tile-crossing and ragged sizes, the softmax_1 short-row trap and fully
-// masked rows; gradients of the fused op against the composed op's autograd gradients.
+// variant × mask × ALiBi, tile-crossing and ragged sizes, causal with more queries than keys
+// (forward and gradients against the brute force), the softmax_1 short-row trap and fully masked
+// rows; gradients of the fused op against the composed op's autograd gradients.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,14 +18,24 @@ namespace {
 
 struct Brute {
   std::vector<double> out, lse;
+  std::vector<double> dq, dk, dv;  // with a dout: the gradients of sum(out ∘ dout)
 };
 
-// Straight from the definitions, one query row at a time, in long double.
-Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
+// Straight from the definitions, one query row at a time, in long double. With `dout`, also the
+// backward by hand: dV_j += p_j·dO_i, dp_j = dO_i·V_j, dx_j = p_j·(dp_j − Σ_k p_k·dp_k) for the
+// softmax family (the +1 of softmax_1 is a constant) and dp_j·p_j·(1 − p_j) for sigmoid,
+// dQ_i += s·Σ_j dx_j·K_j, dK_j += s·dx_j·Q_i.
+Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec,
+                  const Tensor* dout = nullptr) {
   int64_t B = q.size(0), H = q.size(1), N = q.size(2), M = k.size(2), D = q.size(3);
   double scale = spec.scale ? spec.scale : 1 / std::sqrt(double(D));
   std::vector<double> Q = q.to_vector(), K = k.to_vector(), V = v.to_vector();
-  Brute r{std::vector<double>(B * H * N * D, 0.0), std::vector<double>(B * H * N, 0.0)};
+  std::vector<double> dO = dout ? dout->to_vector() : std::vector<double>();
+  Brute r;
+  r.out.assign(B * H * N * D, 0.0);
+  r.lse.assign(B * H * N, 0.0);
+  std::vector<long double> dQ(dout ? Q.size() : 0, 0), dK(dout ? K.size() : 0, 0),
+      dV(dout ? V.size() : 0, 0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < N; ++i) {
@@ -57,7 +68,31 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
         }
         r.lse[(b * H + h) * N + i] = denom == 0 ? -INFINITY : (double)std::log(denom);
         (void)mx;
+        if (!dout) continue;
+        const int64_t qi = ((b * H + h) * N + i) * D;
+        std::vector<long double> dp(M, 0), dx(M, 0);
+        long double p_dp = 0;
+        for (int64_t j = 0; j < M; ++j) {
+          const int64_t kj = ((b * H + h) * M + j) * D;
+          for (int64_t d = 0; d < D; ++d) {
+            dV[kj + d] += p[j] * dO[qi + d];
+            dp[j] += (long double)dO[qi + d] * V[kj + d];
+          }
+          p_dp += p[j] * dp[j];
+        }
+        for (int64_t j = 0; j < M; ++j) {
+          dx[j] = spec.variant == AttentionVariant::Sigmoid ? dp[j] * p[j] * (1 - p[j])
+                                                            : p[j] * (dp[j] - p_dp);
+          const int64_t kj = ((b * H + h) * M + j) * D;
+          for (int64_t d = 0; d < D; ++d) {
+            dQ[qi + d] += scale * dx[j] * K[kj + d];
+            dK[kj + d] += scale * dx[j] * Q[qi + d];
+          }
+        }
       }
+  r.dq.assign(dQ.begin(), dQ.end());
+  r.dk.assign(dK.begin(), dK.end());
+  r.dv.assign(dV.begin(), dV.end());
   return r;
 }
 
@@ -122,6 +157,87 @@ TEST_P(AttentionCombo, FusedGradientsMatchComposedAutograd) {
   EXPECT_TRUE(all_close(v1.grad(), v2.grad(), 1e-12, 1e-9)) << "dv";
 }
 
+// Causal with more queries than keys (N > M). The mask is bottom-right aligned (docs/
+// architecture.md): the last query lines up with the last key, so query i sees keys
+// j ≤ i − (N − M), the first N − M rows see no key at all, row N − M sees key 0 only and the last
+// row sees every key. The GPU tests compare the flash kernels against the fused op here, so the
+// fused op itself must be right: fused and composed against the brute force, forward, lse and
+// gradients; the rows with no visible key give O = 0, zero dQ and no NaN. Shapes: a ragged one
+// crossing the 64-row and 64-key tiles with N − M = 63 (row 63, the last of the first query
+// tile, is the first to see a key), one whose whole first query tile sees nothing, and M = 1.
+class AttentionCausalMoreQueries : public ::testing::TestWithParam<Combo> {};
+
+TEST_P(AttentionCausalMoreQueries, MatchesBruteForce) {
+  auto [variant, mask, alibi] = GetParam();
+  for (auto [N, M] : {std::pair<int64_t, int64_t>{133, 70}, {70, 5}, {6, 1}}) {
+    SCOPED_TRACE("N=" + std::to_string(N) + " M=" + std::to_string(M));
+    int64_t B = 2, H = 2, D = 8;
+    AttentionSpec spec = make_spec(variant, mask, alibi, B, H, M);
+    auto leaf = [](Tensor t) { return t.set_requires_grad(true); };
+    Tensor q = leaf(mul(rand_tensor({B, H, N, D}, 11), 2.0)),
+           k = leaf(mul(rand_tensor({B, H, M, D}, 12), 2.0)),
+           v = leaf(rand_tensor({B, H, M, D}, 13));
+    Tensor q2 = leaf(q.detach().clone()), k2 = leaf(k.detach().clone()),
+           v2 = leaf(v.detach().clone());
+    Tensor R = rand_tensor({B, H, N, D}, 14);
+    Brute ref = brute_force(q, k, v, spec, &R);
+    auto want = [](const std::vector<double>& x, const Shape& s) {
+      return from_vector(x, s, {DType::F64});
+    };
+
+    AttentionOut fused = attention(q, k, v, spec);
+    Tensor composed = attention_composed(q2, k2, v2, spec);
+    EXPECT_TRUE(all_close(fused.out, want(ref.out, q.shape()), 1e-12, 1e-10)) << "fused O";
+    EXPECT_TRUE(all_close(composed, want(ref.out, q.shape()), 1e-12, 1e-10)) << "composed O";
+    if (variant == AttentionVariant::Sigmoid) {
+      EXPECT_FALSE(fused.lse.defined());
+    } else {
+      // Opt-in: a row with no visible key has lse = ln 0 = −∞ under softmax (softmax_1: ln 1 = 0),
+      // and the fused op must give exactly that −∞ in exactly those rows.
+      EXPECT_TRUE(all_close(fused.lse, want(ref.lse, {B, H, N}), 1e-12, 1e-10,
+                            attn::testing::NonFinite::kMustMatch))
+          << "lse";
+    }
+    sum(mul(fused.out, R)).backward();
+    sum(mul(composed, R)).backward();
+    for (auto [got, name] :
+         {std::pair<Tensor, const char*>{q.grad(), "fused dq"}, {q2.grad(), "composed dq"}})
+      EXPECT_TRUE(all_close(got, want(ref.dq, q.shape()), 1e-12, 1e-9)) << name;
+    for (auto [got, name] :
+         {std::pair<Tensor, const char*>{k.grad(), "fused dk"}, {k2.grad(), "composed dk"}})
+      EXPECT_TRUE(all_close(got, want(ref.dk, k.shape()), 1e-12, 1e-9)) << name;
+    for (auto [got, name] :
+         {std::pair<Tensor, const char*>{v.grad(), "fused dv"}, {v2.grad(), "composed dv"}})
+      EXPECT_TRUE(all_close(got, want(ref.dv, v.shape()), 1e-12, 1e-9)) << name;
+
+    // The alignment itself, from the definition rather than the shared formula: rows i < N − M
+    // are exactly 0 in O and dQ (fused and composed), and row N − M sees key 0 alone, so under
+    // softmax its output is V_0 (one key, weight 1) up to rounding.
+    std::vector<double> o = fused.out.to_vector(), oc = composed.to_vector();
+    std::vector<double> dq = q.grad().to_vector(), dqc = q2.grad().to_vector();
+    std::vector<double> vv = v.to_vector();
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      for (int64_t i = 0; i < N - M; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+          const int64_t at = (bh * N + i) * D + d;
+          ASSERT_EQ(o[at], 0.0) << "fused O, (b·H + h) " << bh << ", row " << i;
+          ASSERT_EQ(oc[at], 0.0) << "composed O, (b·H + h) " << bh << ", row " << i;
+          ASSERT_EQ(dq[at], 0.0) << "fused dq, (b·H + h) " << bh << ", row " << i;
+          ASSERT_EQ(dqc[at], 0.0) << "composed dq, (b·H + h) " << bh << ", row " << i;
+        }
+      if (variant == AttentionVariant::Softmax) {
+        for (int64_t d = 0; d < D; ++d)
+          EXPECT_NEAR(o[(bh * N + N - M) * D + d], vv[bh * M * D + d], 1e-14) << "row N − M";
+      }
+    }
+    // f32 fused against the f64 brute force (f32 rounding over D·M terms), and no NaN there.
+    Tensor f32 = attention(q.detach().to(DType::F32), k.detach().to(DType::F32),
+                           v.detach().to(DType::F32), spec)
+                     .out;
+    EXPECT_TRUE(all_close(f32, want(ref.out, q.shape()), 2e-5, 2e-4)) << "f32 fused O";
+  }
+}
+
 std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
   static const char* const kMasks[] = {"full", "causal", "padding", "causal_padding"};
   return std::string(variant_name(std::get<0>(info.param))) + "_" + kMasks[std::get<1>(info.param)] +
@@ -131,6 +247,12 @@ std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
 INSTANTIATE_TEST_SUITE_P(AllVariants, AttentionCombo,
                          ::testing::Combine(::testing::ValuesIn(kVariants),
                                             ::testing::Values(kFull, kCausal, kPadding, kCausalPadding),
+                                            ::testing::Bool()),
+                         combo_name);
+
+INSTANTIATE_TEST_SUITE_P(AllVariants, AttentionCausalMoreQueries,
+                         ::testing::Combine(::testing::ValuesIn(kVariants),
+                                            ::testing::Values(kCausal, kCausalPadding),
                                             ::testing::Bool()),
                          combo_name);
 

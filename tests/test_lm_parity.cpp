@@ -160,14 +160,14 @@ nn::ModelConfig make_config(const Combo& c, const Sizes& z) {
   m.mlp = c.swiglu ? MlpKind::SwiGlu : MlpKind::Gelu;
   m.norm = c.rms_norm ? NormKind::Rms : NormKind::Layer;
   m.placement = c.placement;
-  m.position = c.position;
-  m.variant = c.variant;
-  m.causal = true;
-  m.sigmoid_bias = -std::log(static_cast<double>(z.T));
-  m.qk_norm = c.qk_norm;
-  m.qk_norm_kind = c.qk_rms ? NormKind::Rms : NormKind::Layer;
-  m.layer_scale = c.layer_scale;
-  m.layer_scale_init = kLayerScaleInit;
+  m.attention.position = c.position;
+  m.attention.variant = c.variant;
+  m.attention.causal = true;
+  m.attention.sigmoid_bias = -std::log(static_cast<double>(z.T));
+  m.attention.qk_norm = c.qk_norm;
+  m.attention.qk_norm_kind = c.qk_rms ? NormKind::Rms : NormKind::Layer;
+  m.attention.layer_scale = c.layer_scale;
+  m.attention.layer_scale_init = kLayerScaleInit;
   m.tied_head = !c.untied;
   m.dropout = 0.0;
   return m;
@@ -189,7 +189,7 @@ json config_json(const Combo& c, const nn::ModelConfig& m) {
               {"mlp", c.swiglu ? "swiglu" : "gelu"},
               {"tied_head", !c.untied},
               {"norm_eps", m.norm_eps},
-              {"rope_base", m.rope_base}};
+              {"rope_base", m.attention.rope_base}};
 }
 
 // ---- one model, deterministically -----------------------------------------------------------
@@ -403,8 +403,7 @@ TEST_P(LmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   const Combo& c = GetParam();
   const std::string name = combo_name(c);
   const Reference& ref = reference();
-  if (!ref.have_torch)
-    GTEST_SKIP() << attn::testing::torch_missing_message();
+  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(ref.have_torch);
   ASSERT_TRUE(ref.error.empty()) << ref.error;
   ASSERT_TRUE(ref.models.contains(name)) << "torch has no result for " << name;
   const json& r = ref.models.at(name);
@@ -605,7 +604,7 @@ TEST_P(WideLmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   const size_t compared_losses = f32 ? kSteps : 2;
   const std::string name = combo_name(c);
   const Reference& ref = wide_reference(dev);
-  if (!ref.have_torch) GTEST_SKIP() << attn::testing::torch_missing_message();
+  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(ref.have_torch);
   ASSERT_TRUE(ref.error.empty()) << ref.error;
   ASSERT_TRUE(ref.models.contains(name)) << "torch has no result for " << name;
   const json& r = ref.models.at(name);

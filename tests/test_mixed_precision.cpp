@@ -25,14 +25,14 @@ nn::ModelConfig config(nn::PositionKind pos, bool tied) {
   c.n_layers = 2;
   c.n_heads = 3;
   c.max_seq_len = 9;
-  c.position = pos;
+  c.attention.position = pos;
   c.tied_head = tied;
-  c.qk_norm = true;
-  c.layer_scale = true;
-  c.layer_scale_init = 0.5;
+  c.attention.qk_norm = true;
+  c.attention.layer_scale = true;
+  c.attention.layer_scale_init = 0.5;
   c.placement = nn::NormPlacement::Hybrid;  // the most norms: pre and post in every block
   c.mlp = nn::MlpKind::SwiGlu;
-  c.variant = AttentionVariant::Softmax1;
+  c.attention.variant = AttentionVariant::Softmax1;
   c.init_std = 0.3;  // scores of a few units, so the attention is far from uniform
   return c;
 }

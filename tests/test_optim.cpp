@@ -165,8 +165,7 @@ double compare_to_ref(const std::string& what, const Tensor& ours, const json& r
 
 TEST(AdamWTorchParity, TenStepsTwoGroupsScheduledLrAndASkippedParam) {
   const fs::path script = attn::testing::reference_script("optim_reference.py");
-  if (!attn::testing::torch_available())
-    GTEST_SKIP() << attn::testing::torch_missing_message();
+  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(attn::testing::torch_available());
   ASSERT_TRUE(fs::exists(script)) << "reference script not found: " << script;
 
   ParityProblem pb = make_parity_problem();

@@ -178,8 +178,7 @@ class TorchParity : public ::testing::TestWithParam<ParityParam> {};
 TEST_P(TorchParity, LossLogitsAndAllGradsMatch) {
   auto [variant, causal, padding] = GetParam();
   const fs::path script = attn::testing::reference_script("torch_parity_reference.py");
-  if (!attn::testing::torch_available())
-    GTEST_SKIP() << attn::testing::torch_missing_message();
+  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(attn::testing::torch_available());
   ASSERT_TRUE(fs::exists(script)) << "reference script not found: " << script;
 
   // ---- inputs ----

@@ -1,8 +1,11 @@
 // Shared by the tests that compare against Debian's PyTorch: where the interpreter and the
 // reference scripts are, whether torch imports, and running a script on a JSON file.
 // Env (set by ctest): ATTNLAB_TORCH_PYTHON (default /usr/bin/python3; the pyenv python3 on PATH
-// has no torch), ATTNLAB_TEST_DIR (this folder).
+// has no torch), ATTNLAB_TEST_DIR (this folder). ATTNLAB_REQUIRE_TORCH=1 (scripts/test.sh sets it)
+// turns "torch missing: skipped" into a failure, since ctest counts a skip as a pass.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -37,6 +40,24 @@ inline std::string torch_missing_message() {
          "; install Debian's python3-torch and libopenblas0-pthread (apt-get install python3-torch "
          "libopenblas0-pthread) or set ATTNLAB_TORCH_PYTHON to a python with torch";
 }
+
+// ATTNLAB_REQUIRE_TORCH set to anything but "" or "0".
+inline bool torch_required() {
+  const char* v = std::getenv("ATTNLAB_REQUIRE_TORCH");
+  return v && *v && std::string(v) != "0";
+}
+
+// In a test body: when `have_torch` is false, skip with torch_missing_message(), or fail with it
+// under ATTNLAB_REQUIRE_TORCH. A macro because GTEST_SKIP and FAIL return from the test itself.
+#define ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(have_torch)                                          \
+  do {                                                                                          \
+    if (!(have_torch)) {                                                                        \
+      if (::attn::testing::torch_required())                                                    \
+        FAIL() << ::attn::testing::torch_missing_message()                                      \
+               << " (ATTNLAB_REQUIRE_TORCH is set: a missing torch fails instead of skipping)"; \
+      GTEST_SKIP() << ::attn::testing::torch_missing_message();                                 \
+    }                                                                                           \
+  } while (0)
 
 // The command line that runs `script in out` with the torch interpreter.
 inline std::string reference_command(const std::filesystem::path& script, const std::filesystem::path& in,

@@ -7,23 +7,24 @@
 
 namespace attn::nn {
 
-SelfAttention::SelfAttention(const ModelConfig& c, double out_std, Generator& gen, DType dt)
-    : n_heads(c.n_heads), head_dim(c.d_model / c.n_heads), use_rope(c.position == PositionKind::Rope),
-      rope_base(c.rope_base) {
+SelfAttention::SelfAttention(const BlockConfig& c, double out_std, Generator& gen, DType dt)
+    : n_heads(c.n_heads), head_dim(c.d_model / c.n_heads), use_rope(c.attention.position == PositionKind::Rope),
+      rope_base(c.attention.rope_base) {
+  const AttentionConfig& a = c.attention;
   if (c.d_model % c.n_heads != 0)
     throw std::invalid_argument("model.d_model (" + std::to_string(c.d_model) +
                                 ") must be divisible by model.n_heads (" + std::to_string(c.n_heads) + ")");
-  spec.variant = c.variant;
-  spec.sigmoid_bias = c.sigmoid_bias;
-  spec.causal = c.causal;
-  if (c.position == PositionKind::Alibi) spec.alibi_slopes = alibi_slopes(c.n_heads);
+  spec.variant = a.variant;
+  spec.sigmoid_bias = a.sigmoid_bias;
+  spec.causal = a.causal;
+  if (a.position == PositionKind::Alibi) spec.alibi_slopes = alibi_slopes(c.n_heads);
   wq = &register_module("wq", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
   wk = &register_module("wk", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
   wv = &register_module("wv", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
   wo = &register_module("wo", std::make_unique<Linear>(c.d_model, c.d_model, true, out_std, gen, dt));
-  if (c.qk_norm) {
-    q_norm = &register_module("q_norm", std::make_unique<Norm>(c.qk_norm_kind, head_dim, c.norm_eps, dt));
-    k_norm = &register_module("k_norm", std::make_unique<Norm>(c.qk_norm_kind, head_dim, c.norm_eps, dt));
+  if (a.qk_norm) {
+    q_norm = &register_module("q_norm", std::make_unique<Norm>(a.qk_norm_kind, head_dim, c.norm_eps, dt));
+    k_norm = &register_module("k_norm", std::make_unique<Norm>(a.qk_norm_kind, head_dim, c.norm_eps, dt));
   }
 }
 

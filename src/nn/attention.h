@@ -7,7 +7,7 @@ namespace attn::nn {
 
 class SelfAttention : public Module {
  public:
-  SelfAttention(const ModelConfig& c, double out_std, Generator& gen, DType dt);
+  SelfAttention(const BlockConfig& c, double out_std, Generator& gen, DType dt);
   // x [B, T, D]; key_lengths (optional, per batch) masks padded keys.
   Tensor forward(const Tensor& x, const std::vector<int64_t>& key_lengths = {}) const;
 

@@ -4,9 +4,8 @@
 
 namespace attn::nn {
 
-TransformerBlock::TransformerBlock(const ModelConfig& c, Generator& gen, DType dt)
+TransformerBlock::TransformerBlock(const BlockConfig& c, double out_std, Generator& gen, DType dt)
     : placement(c.placement), dropout(c.dropout) {
-  double out_std = c.scaled_residual_init ? c.init_std / std::sqrt(2.0 * c.n_layers) : c.init_std;
   norm1 = &register_module("norm1", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
   attn = &register_module("attn", std::make_unique<SelfAttention>(c, out_std, gen, dt));
   norm2 = &register_module("norm2", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
@@ -15,9 +14,9 @@ TransformerBlock::TransformerBlock(const ModelConfig& c, Generator& gen, DType d
     post_norm1 = &register_module("post_norm1", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
     post_norm2 = &register_module("post_norm2", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
   }
-  if (c.layer_scale) {
-    gamma1 = register_param("gamma1", full({c.d_model}, c.layer_scale_init, {dt}), false);
-    gamma2 = register_param("gamma2", full({c.d_model}, c.layer_scale_init, {dt}), false);
+  if (c.attention.layer_scale) {
+    gamma1 = register_param("gamma1", full({c.d_model}, c.attention.layer_scale_init, {dt}), false);
+    gamma2 = register_param("gamma2", full({c.d_model}, c.attention.layer_scale_init, {dt}), false);
   }
 }
 

@@ -11,7 +11,8 @@ namespace attn::nn {
 
 class TransformerBlock : public Module {
  public:
-  TransformerBlock(const ModelConfig& c, Generator& gen, DType dt);
+  // out_std: the init std of the branches' output projections (GPT-2 scales it by depth).
+  TransformerBlock(const BlockConfig& c, double out_std, Generator& gen, DType dt);
   Tensor forward(const Tensor& x, const std::vector<int64_t>& key_lengths = {}) const;
 
   NormPlacement placement;

@@ -33,13 +33,13 @@ Tensor Norm::forward(const Tensor& x) const {
                                  : rms_norm(x, working(weight), eps);
 }
 
-int64_t mlp_hidden_size(const ModelConfig& c) {
+int64_t mlp_hidden_size(const BlockConfig& c) {
   if (c.mlp_hidden > 0) return c.mlp_hidden;
   if (c.mlp == MlpKind::Gelu) return 4 * c.d_model;
   return (8 * c.d_model / 3 + 7) / 8 * 8;  // SwiGLU keeps the parameter count of a 4·d MLP
 }
 
-Mlp::Mlp(const ModelConfig& c, double out_std, Generator& gen, DType dt) : kind(c.mlp) {
+Mlp::Mlp(const BlockConfig& c, double out_std, Generator& gen, DType dt) : kind(c.mlp) {
   int64_t h = mlp_hidden_size(c);
   bool bias = c.mlp == MlpKind::Gelu;
   fc1 = &register_module("fc1", std::make_unique<Linear>(c.d_model, h, bias, c.init_std, gen, dt));

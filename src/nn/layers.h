@@ -37,12 +37,12 @@ class Norm : public Module {
 // GELU: fc2(gelu(fc1 x)); SwiGLU: w2(silu(w1 x) ∘ w3 x). out_std is for the output projection.
 class Mlp : public Module {
  public:
-  Mlp(const ModelConfig& c, double out_std, Generator& gen, DType dt);
+  Mlp(const BlockConfig& c, double out_std, Generator& gen, DType dt);
   Tensor forward(const Tensor& x) const;
   MlpKind kind;
   Linear *fc1 = nullptr, *fc2 = nullptr, *gate = nullptr;
 };
 
-int64_t mlp_hidden_size(const ModelConfig& c);
+int64_t mlp_hidden_size(const BlockConfig& c);
 
 }  // namespace attn::nn

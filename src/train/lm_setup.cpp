@@ -148,23 +148,23 @@ nn::ModelConfig model_config(const Config& c, int64_t vocab_size) {
   m.placement = pl == "pre" ? nn::NormPlacement::Pre : pl == "post" ? nn::NormPlacement::Post : nn::NormPlacement::Hybrid;
   m.norm_eps = c.get_float("model.norm_eps");
   const std::string& pos = c.get_string("model.position");
-  m.position = pos == "none"         ? nn::PositionKind::None
+  m.attention.position = pos == "none"         ? nn::PositionKind::None
                : pos == "learned"    ? nn::PositionKind::Learned
                : pos == "sinusoidal" ? nn::PositionKind::Sinusoidal
                : pos == "rope"       ? nn::PositionKind::Rope
                                      : nn::PositionKind::Alibi;
-  m.rope_base = c.get_float("model.rope_base");
+  m.attention.rope_base = c.get_float("model.rope_base");
   m.tied_head = c.get_bool("model.tied_head");
   m.init_std = c.get_float("model.init_std");
   m.scaled_residual_init = c.get_bool("model.scaled_residual_init");
   m.dropout = c.get_float("model.dropout");
-  m.variant = parse_variant(c.get_string("attention.variant"));
-  m.sigmoid_bias = c.get_float("attention.sigmoid_bias");
-  m.qk_norm = c.get_bool("attention.qk_norm");
-  m.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
-  m.layer_scale = c.get_bool("attention.layer_scale");
-  m.layer_scale_init = c.get_float("attention.layer_scale_init");
-  m.causal = true;
+  m.attention.variant = parse_variant(c.get_string("attention.variant"));
+  m.attention.sigmoid_bias = c.get_float("attention.sigmoid_bias");
+  m.attention.qk_norm = c.get_bool("attention.qk_norm");
+  m.attention.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
+  m.attention.layer_scale = c.get_bool("attention.layer_scale");
+  m.attention.layer_scale_init = c.get_float("attention.layer_scale_init");
+  m.attention.causal = true;
   return m;
 }
 

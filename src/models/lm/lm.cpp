@@ -1,5 +1,7 @@
 #include "models/lm/lm.h"
 
+#include <cmath>
+
 #include "nn/positional.h"
 
 namespace attn::models {
@@ -10,11 +12,13 @@ DecoderLM::DecoderLM(const ModelConfig& c, uint64_t seed, DType dt) : config(c),
   if (c.vocab_size <= 0) throw std::invalid_argument("DecoderLM: vocab_size must be set");
   Generator gen(seed);
   tok_emb = &register_module("tok_emb", std::make_unique<Embedding>(c.vocab_size, c.d_model, c.init_std, gen, dt));
-  if (c.position == PositionKind::Learned)
+  if (c.attention.position == PositionKind::Learned)
     pos_emb = &register_module("pos_emb", std::make_unique<Embedding>(c.max_seq_len, c.d_model, c.init_std, gen, dt));
-  if (c.position == PositionKind::Sinusoidal) sinusoidal = sinusoidal_table(c.max_seq_len, c.d_model, dt);
+  if (c.attention.position == PositionKind::Sinusoidal) sinusoidal = sinusoidal_table(c.max_seq_len, c.d_model, dt);
+  const double out_std = c.scaled_residual_init ? c.init_std / std::sqrt(2.0 * c.n_layers) : c.init_std;
   for (int64_t i = 0; i < c.n_layers; ++i) {
-    blocks.push_back(&register_module("blocks." + std::to_string(i), std::make_unique<TransformerBlock>(c, gen, dt)));
+    blocks.push_back(
+        &register_module("blocks." + std::to_string(i), std::make_unique<TransformerBlock>(c, out_std, gen, dt)));
     blocks.back()->dropout_gen = &dropout_gen;
   }
   if (c.placement != NormPlacement::Post)
