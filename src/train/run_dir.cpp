@@ -12,11 +12,13 @@
 #include <set>
 
 #include "train/checkpoint.h"
-#include "train/config.h"
+#include "config/config.h"
 
 namespace fs = std::filesystem;
 
 namespace attn::train {
+
+using config::ConfigError;
 
 namespace {
 

@@ -7,9 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "train/config.h"
+#include "config/config.h"
 
 namespace attn::train {
+
+using config::Config;
+using config::ConfigError;
 
 enum class Reopen { Resume, Eval };
 

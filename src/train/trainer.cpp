@@ -1,27 +1,24 @@
 #include "train/trainer.h"
 
-#include <omp.h>
 #include <unistd.h>
 
-#include <Eigen/Core>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fmt/format.h>
-#include <iostream>
 
 #include "autograd/node.h"
-#include "backend/cuda/cuda_api.h"
-#include "data/batcher.h"
-#include "models/lm/lm.h"
+#include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
-#include "train/lm_setup.h"
+#include "tasks/device.h"
+#include "tasks/registry.h"
 #include "train/run_dir.h"
 #include "train/run_files.h"
+#include "train/run_setup.h"
 #include "train/saved_config.h"
 #include "train/stop_signal.h"
 
@@ -40,46 +37,24 @@ std::string format_duration(double s) {
   return t >= 3600 ? fmt::format("{}h{:02}m", t / 3600, t / 60 % 60) : fmt::format("{}m{:02}s", t / 60, t % 60);
 }
 
-// Batches on the model's device (once, for the validation set; per step for training).
-data::TokenBatch on_device(data::TokenBatch b, Device dev) {
-  if (!dev.is_cpu()) {
-    b.x = b.x.to(dev);
-    b.y = b.y.to(dev);
-  }
-  return b;
-}
-
-std::vector<data::TokenBatch> on_device(std::vector<data::TokenBatch> batches, Device dev) {
-  for (auto& b : batches) b = on_device(std::move(b), dev);
-  return batches;
-}
-
-// Mean loss over the batches in eval mode (no dropout, so the dropout generator is untouched and
-// the training curve does not depend on eval.every); the model's mode is restored after.
-double evaluate(models::DecoderLM& model, const std::vector<data::TokenBatch>& batches) {
+// The task's validation metrics in eval mode (no dropout, so the dropout generator is untouched
+// and the training curve does not depend on eval.every); the model's mode is restored after.
+nlohmann::json evaluate(tasks::Task& task) {
   NoGradGuard no_grad;
+  nn::Module& model = task.model();
   const bool was_training = model.training();
   model.set_training(false);
-  double total = 0;
-  for (const auto& b : batches) total += model.loss(b.x, b.y).item();
+  nlohmann::json m = task.evaluate();
   model.set_training(was_training);
-  return batches.empty() ? NAN : total / static_cast<double>(batches.size());
-}
-
-AdamWConfig adamw_config(const Config& c) {
-  return {c.get_float("train.lr"), c.get_float("train.beta1"), c.get_float("train.beta2"), c.get_float("train.eps"),
-          c.get_float("train.weight_decay")};
+  return m;
 }
 
 // Everything a run holds while it trains.
 struct Run {
   Config cfg;
   std::string dir;
-  LmData data;
-  std::unique_ptr<models::DecoderLM> model;
+  std::unique_ptr<tasks::Task> task;
   std::unique_ptr<AdamW> opt;
-  std::unique_ptr<data::TokenBatcher> batcher;
-  std::vector<data::TokenBatch> val_batches;
   LrSchedule schedule{};
   TrainState state;
   Device device = Device::cpu();
@@ -89,18 +64,10 @@ struct Run {
 std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
   auto run = std::make_unique<Run>();
   run->dir = cfg.get_string("run.dir");
-  run->device = run_device(cfg);  // before the data: a missing GPU fails fast
-  std::string tokenizer_json;
-  if (opt.resume && fs::exists(run->dir + "/tokenizer.json")) tokenizer_json = read_file(run->dir + "/tokenizer.json");
-  run->data = load_lm_data(cfg, tokenizer_json);
-  check_lm_data_fits(cfg, run->data);
-  int64_t T = cfg.get_int("model.seq_len"), B = cfg.get_int("train.batch_size");
-  // Built (and initialised) on the CPU, then moved: the same initial weights on every device.
-  run->model = std::make_unique<models::DecoderLM>(model_config(cfg, run->data.vocab_size), cfg.get_int("run.seed"));
-  place_model(*run->model, cfg);
-  run->opt = std::make_unique<AdamW>(run->model->parameters(), adamw_config(cfg));
-  run->batcher = std::make_unique<data::TokenBatcher>(run->data.train, B, T, cfg.get_int("run.seed"));
-  run->val_batches = on_device(data::eval_batches(*run->data.val, B, T, cfg.get_int("eval.batches")), run->device);
+  run->device = tasks::run_device(cfg);  // before the data: a missing GPU fails fast
+  run->task = tasks::make_task(cfg.get_string("task"));
+  run->task->prepare(cfg, opt.resume ? run->dir : "", run->device);
+  run->opt = std::make_unique<AdamW>(run->task->model().parameters(), adamw_config(cfg));
   run->schedule = {cfg.get_float("train.lr"), cfg.get_int("train.warmup_steps"), cfg.get_int("train.steps"),
                    cfg.get_float("train.min_lr_ratio")};
   run->cfg = std::move(cfg);
@@ -109,7 +76,7 @@ std::unique_ptr<Run> prepare(Config cfg, const TrainOptions& opt) {
 
 void create_run_dir(Run& r) {
   write_atomic(r.dir + "/config.yaml", r.cfg.to_yaml());
-  if (r.data.tokenizer) write_atomic(r.dir + "/tokenizer.json", r.data.tokenizer->to_json().dump() + "\n");
+  for (const auto& [name, content] : r.task->artifacts()) write_atomic(r.dir + "/" + name, content);
 }
 
 // Loads the newest checkpoint that verifies. One that does not is named with its fault, moved
@@ -132,10 +99,10 @@ void restore(Run& r) {
                  std::next(it) != all.rend() ? fmt::format("; falling back to '{}'", *std::next(it)) : "");
       continue;
     }
-    r.state = load_checkpoint(*it, *r.model, r.opt.get());
+    r.state = load_checkpoint(*it, r.task->model(), r.opt.get());
     r.checkpointed_step = r.state.step;
-    r.batcher->set_position(r.state.data_position);
-    r.model->dropout_gen.offset = r.state.dropout_offset;
+    r.task->set_position(r.state.data_position);
+    r.task->dropout_generator().offset = r.state.dropout_offset;
     fmt::print(stderr, "resuming {} from {} (step {})\n", r.dir, *it, r.state.step);
     return;
   }
@@ -145,10 +112,10 @@ void restore(Run& r) {
 
 void checkpoint(Run& r, MetricsLog& log) {
   log.sync();  // the rows this checkpoint counts are on disk before it is
-  r.state.data_position = r.batcher->position();
-  r.state.dropout_offset = r.model->dropout_gen.offset;
+  r.state.data_position = r.task->position();
+  r.state.dropout_offset = r.task->dropout_generator().offset;
   r.state.metrics_bytes = log.bytes();
-  save_checkpoint(fmt::format("{}/checkpoints/step-{:08}.ckpt", r.dir, r.state.step), *r.model, *r.opt, r.state);
+  save_checkpoint(fmt::format("{}/checkpoints/step-{:08}.ckpt", r.dir, r.state.step), r.task->model(), *r.opt, r.state);
   prune_checkpoints(r.dir + "/checkpoints", r.cfg.get_int("checkpoint.keep"));
   r.checkpointed_step = r.state.step;
 }
@@ -162,28 +129,37 @@ std::string last_good_checkpoint(const std::string& dir) {
 }
 
 nlohmann::json eval_row(Run& r) {
-  double v = evaluate(*r.model, r.val_batches);
-  r.state.best_val_loss = std::min(r.state.best_val_loss, v);
-  return {{"step", r.state.step}, {"val_loss", v}, {"val_bpc", v / std::log(2.0)}, {"unit", r.data.unit}};
+  nlohmann::json row = evaluate(*r.task);
+  r.state.best_val_loss = std::min(r.state.best_val_loss, row["val_loss"].get<double>());
+  row["step"] = r.state.step;
+  return row;
 }
 
+// summary.json: what compare reads. final_<metric> for each number of the last evaluation, the
+// task's final metrics (a test set), throughput in the task's items.
 void write_summary(Run& r, const nlohmann::json& last_eval) {
+  const std::string items = r.task->items_per_micro_batch().second;
   nlohmann::json s = {
+      {"task", r.cfg.get_string("task")},
       {"variant", r.cfg.get_string("attention.variant")},
       {"name", r.cfg.get_string("run.name")},
       {"seed", r.cfg.get_int("run.seed")},
       {"steps", r.state.step},
-      {"final_val_loss", last_eval["val_loss"]},
       {"best_val_loss", r.state.best_val_loss},
-      {"final_val_bpc", last_eval["val_bpc"]},
-      {"unit", r.data.unit},
-      {"tokens", r.state.tokens},
-      {"tokens_per_s", r.state.tokens / std::max(r.state.elapsed_s, 1e-9)},
-      {"parameters", r.model->parameter_count()},
+      {items, r.state.tokens},
+      {items + "_per_s", r.state.tokens / std::max(r.state.elapsed_s, 1e-9)},
+      {"parameters", r.task->model().parameter_count()},
       {"device", r.device.str()},
       {"precision", r.cfg.get_string("run.precision")},
       {"wall_time_s", r.state.elapsed_s},
   };
+  for (const auto& [key, value] : last_eval.items()) {
+    if (key == "step") continue;
+    if (value.is_number()) s["final_" + key] = value;
+    else s[key] = value;  // the unit
+  }
+  const nlohmann::json final_metrics = r.task->final_metrics();
+  for (const auto& [key, value] : final_metrics.items()) s[key] = value;
   write_atomic(r.dir + "/summary.json", s.dump(2) + "\n");
 }
 
@@ -191,8 +167,7 @@ void write_summary(Run& r, const nlohmann::json& last_eval) {
 std::pair<double, double> train_step(Run& r, int64_t accum, double clip) {
   double loss_sum = 0;
   for (int64_t m = 0; m < accum; ++m) {
-    data::TokenBatch b = on_device(r.batcher->next(), r.device);
-    Tensor loss = r.model->loss(b.x, b.y);
+    Tensor loss = r.task->next_train_loss();
     loss_sum += loss.item();
     (accum > 1 ? mul(loss, 1.0 / static_cast<double>(accum)) : loss).backward();
   }
@@ -213,12 +188,14 @@ int stop_on_signal(Run& r, MetricsLog& log, int sig) {
 int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
   const Config& c = r.cfg;
   int64_t steps = c.get_int("train.steps"), accum = c.get_int("train.grad_accum");
-  int64_t tokens_per_step = accum * c.get_int("train.batch_size") * c.get_int("model.seq_len");
+  const auto [items_per_micro_batch, items] = r.task->items_per_micro_batch();
+  const int64_t tokens_per_step = accum * items_per_micro_batch;
+  const std::string rate_key = items + "_per_s", rate_unit = items == "tokens" ? "tok/s" : items.substr(0, 3) + "/s";
   int64_t log_every = c.get_int("log.every"), eval_every = c.get_int("eval.every"), ckpt_every = c.get_int("checkpoint.every");
   bool tty = isatty(STDERR_FILENO);
   std::string tag = c.get_string("attention.variant");
   nlohmann::json last_eval;
-  r.model->set_training(true);
+  r.task->model().set_training(true);
   StopSignal stop;
   while (r.state.step < steps) {
     if (int sig = StopSignal::pending()) return stop_on_signal(r, log, sig);
@@ -243,20 +220,19 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
     bool is_last = r.state.step == steps;
     if (r.state.step % log_every == 0 || is_last) {
       log.write({{"step", r.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                 {"tokens_per_s", tokens_per_step / dt}, {"elapsed", r.state.elapsed_s}});
+                 {rate_key, tokens_per_step / dt}, {"elapsed", r.state.elapsed_s}});
       if (!opt.quiet) {
         double rate = r.state.tokens / r.state.elapsed_s;
         double eta = (steps - r.state.step) * tokens_per_step / rate;
-        fmt::print(stderr, "{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} tok/s | ETA {}{}", tty ? "\r" : "", tag,
-                   r.state.step, steps, loss, lr, rate, format_duration(eta), tty ? "   " : "\n");
+        fmt::print(stderr, "{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} {} | ETA {}{}", tty ? "\r" : "", tag,
+                   r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
       }
     }
     if (r.state.step % eval_every == 0 || is_last) {
       last_eval = eval_row(r);
       log.write(last_eval);
       if (!opt.quiet)
-        fmt::print(stderr, "{}[{}] step {} val_loss {:.4f} ({:.4f} bits/{})\n", tty ? "\n" : "", tag, r.state.step,
-                   last_eval["val_loss"].get<double>(), last_eval["val_bpc"].get<double>(), r.data.unit);
+        fmt::print(stderr, "{}[{}] step {} {}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval));
     }
     if (r.state.step % ckpt_every == 0 || is_last) checkpoint(r, log);
     if (r.state.step == opt.abort_after_step) std::raise(SIGKILL);
@@ -270,28 +246,7 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
 
 }  // namespace
 
-void set_threads(int64_t n) {
-  int threads = n > 0 ? static_cast<int>(n) : omp_get_num_procs();
-  omp_set_num_threads(threads);
-  Eigen::setNbThreads(threads);
-}
-
 namespace {
-
-// The saved config of the run that `requested` (defaults + --config + --set) points at, with the
-// overrides a resume or an eval may make; the notes go to stderr.
-Config reopen(Config requested, Reopen mode, const std::string& dir_arg = "") {
-  if (!dir_arg.empty()) requested.resolve("run.dir", dir_arg);
-  resolve_run_dir(requested);
-  const std::string dir = requested.get_string("run.dir");
-  if (mode == Reopen::Resume) check_run_dir(dir, true);
-  else if (!fs::exists(dir + "/config.yaml")) throw ConfigError("eval: '" + dir + "' has no config.yaml (not a run directory)");
-  ReopenedConfig re = reopen_config(Config::from_file(dir + "/config.yaml"), requested, mode, dir);
-  re.config.resolve("run.dir", dir);
-  resolve_config(re.config);
-  for (const std::string& n : re.notes) fmt::print(stderr, "note: {}\n", n);
-  return re.config;
-}
 
 bool run_extended(const Run& r) {
   Config saved = Config::from_file(r.dir + "/config.yaml");
@@ -304,7 +259,7 @@ int run_training(Config cfg, const TrainOptions& opt) {
   if (opt.resume) {
     cfg = reopen(std::move(cfg), Reopen::Resume);
   } else {
-    resolve_config(cfg);
+    resolve_run_config(cfg);
     check_run_dir(cfg.get_string("run.dir"), false);
   }
   const std::string dir = cfg.get_string("run.dir");
@@ -332,69 +287,6 @@ int run_training(Config cfg, const TrainOptions& opt) {
   }
   MetricsLog log(dir + "/metrics.jsonl", run->state.metrics_bytes);
   return train_loop(*run, opt, log);
-}
-
-int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested) {
-  Config cfg = reopen(requested, Reopen::Eval, run_dir);
-  set_threads(cfg.get_int("run.threads"));
-  std::string tok = fs::exists(run_dir + "/tokenizer.json") ? read_file(run_dir + "/tokenizer.json") : "";
-  LmData data = load_lm_data(cfg, tok);
-  models::DecoderLM model(model_config(cfg, data.vocab_size), cfg.get_int("run.seed"));
-  std::string ckpt = checkpoint;
-  if (ckpt.empty()) {
-    VerifiedCheckpoint v = latest_verified_checkpoint(run_dir + "/checkpoints");
-    for (const auto& [file, why] : v.rejected) fmt::print(stderr, "note: skipping checkpoint '{}': {}\n", file, why);
-    if (v.path.empty()) throw ConfigError("eval: no usable checkpoint in '" + run_dir + "/checkpoints'");
-    ckpt = v.path;
-  }
-  TrainState s = load_checkpoint(ckpt, model, nullptr);
-  place_model(model, cfg);
-  auto batches = on_device(data::eval_batches(*data.val, cfg.get_int("train.batch_size"), cfg.get_int("model.seq_len"),
-                                              cfg.get_int("eval.batches")),
-                           run_device(cfg));
-  double v = evaluate(model, batches);
-  nlohmann::json out = {{"checkpoint", ckpt}, {"step", s.step}, {"val_loss", v}, {"val_bpc", v / std::log(2.0)},
-                        {"unit", data.unit}, {"batches", batches.size()}};
-  std::cout << out.dump() << std::endl;
-  return 0;
-}
-
-int run_train_bench(Config cfg, int64_t steps) {
-  if (steps < 1) throw ConfigError(fmt::format("bench train --steps: {} (must be at least 1)", steps));
-  resolve_config(cfg);
-  set_threads(cfg.get_int("run.threads"));
-  int64_t V = 65, B = cfg.get_int("train.batch_size"), T = cfg.get_int("model.seq_len");
-  models::DecoderLM model(model_config(cfg, V), cfg.get_int("run.seed"));
-  place_model(model, cfg);
-  const Device dev = run_device(cfg);
-  AdamW opt(model.parameters(), adamw_config(cfg));
-  Generator g(7);
-  Tensor ids = uniform({B, T + 1}, g, {DType::F64}, 0, V - 1e-9).to(DType::I32);
-  Tensor x = slice(ids, 1, 0, T).to(dev), y = slice(ids, 1, 1, T + 1).to(dev);
-  std::vector<double> rates;
-  for (int64_t s = 0; s < steps + 2; ++s) {  // two warm-up steps
-    if (s == 2) Storage::reset_peak(dev.kind);
-    auto t0 = Clock::now();
-    model.loss(x, y).backward();
-    clip_grad_norm(opt.params(), 1.0);  // returns the norm: waits for the device
-    opt.step(cfg.get_float("train.lr"));
-    opt.zero_grad();
-    if (dev.is_cuda()) cuda::synchronize(dev.index);  // the step's kernels are done
-    if (s >= 2) rates.push_back(static_cast<double>(B * T) / seconds_since(t0));
-  }
-  std::sort(rates.begin(), rates.end());
-  fmt::print("bench train: d_model {} layers {} heads {} seq {} batch {} variant {} device {} precision {} "
-             "threads {} params {}\n",
-             cfg.get_int("model.d_model"), cfg.get_int("model.n_layers"), cfg.get_int("model.n_heads"), T, B,
-             cfg.get_string("attention.variant"), dev.str(), cfg.get_string("run.precision"), omp_get_max_threads(),
-             model.parameter_count());
-  fmt::print("tokens/s (forward + backward + AdamW): median {:.0f}, best {:.0f} over {} steps\n",
-             rates[rates.size() / 2], rates.back(), rates.size());
-  fmt::print(
-      "peak tensor memory ({}): {:.1f} MiB (parameters, AdamW state, activations, gradients)\n",
-      dev.is_cuda() ? "device" : "host",
-      static_cast<double>(Storage::peak_bytes(dev.kind)) / (1 << 20));
-  return 0;
 }
 
 }  // namespace attn::train

@@ -1,12 +1,15 @@
-// The LM training loop: config -> run directory with config.yaml, tokenizer.json, metrics.jsonl,
-// checkpoints/ and (when finished) summary.json.
+// The generic training loop (any task, tasks/task.h): config -> run directory with config.yaml,
+// the task's files (tokenizer.json), metrics.jsonl, checkpoints/ and (when finished) summary.json.
 #pragma once
 #include <string>
 #include <vector>
 
-#include "train/config.h"
+#include "config/config.h"
 
 namespace attn::train {
+
+using config::Config;
+using config::ConfigError;
 
 struct TrainOptions {
   bool resume = false;           // continue the run in run.dir from its latest good checkpoint
@@ -25,10 +28,8 @@ int run_training(Config cfg, const TrainOptions& opt);
 // saved_config.h allows for an eval (say run.device=cpu for a run trained on a GPU).
 int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested);
 
-// Tokens/s of forward + backward + AdamW for the config's model on random tokens.
+// Throughput (tokens/s, images/s) of forward + backward + AdamW for the config's task on its
+// training stream (train/bench_train.cpp).
 int run_train_bench(Config cfg, int64_t steps);
-
-// Sets OpenMP and Eigen threads (0: all cores).
-void set_threads(int64_t n);
 
 }  // namespace attn::train

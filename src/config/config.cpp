@@ -1,4 +1,4 @@
-#include "train/config.h"
+#include "config/config.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -8,11 +8,9 @@
 #include <fmt/format.h>
 #include <sstream>
 
-namespace attn::train {
+namespace attn::config {
 
-namespace {
-
-KeySpec key(std::string path, KeyType type, std::string def, std::string doc) {
+static KeySpec key(std::string path, KeyType type, std::string def, std::string doc) {
   KeySpec k;
   k.path = std::move(path);
   k.type = type;
@@ -20,13 +18,12 @@ KeySpec key(std::string path, KeyType type, std::string def, std::string doc) {
   k.doc = std::move(doc);
   return k;
 }
-KeySpec int_key(std::string path, std::string def, std::string doc, double min, double max = 1e300) {
+KeySpec int_key(std::string path, std::string def, std::string doc, double min, double max) {
   KeySpec k = key(std::move(path), KeyType::Int, std::move(def), std::move(doc));
   k.min = min, k.max = max;
   return k;
 }
-KeySpec float_key(std::string path, std::string def, std::string doc, double min, double max = 1e300,
-                  bool min_exclusive = false) {
+KeySpec float_key(std::string path, std::string def, std::string doc, double min, double max, bool min_exclusive) {
   KeySpec k = key(std::move(path), KeyType::Float, std::move(def), std::move(doc));
   k.min = min, k.max = max, k.min_exclusive = min_exclusive;
   return k;
@@ -48,65 +45,12 @@ KeySpec choice_key(std::string path, std::string def, std::string doc, std::vect
   return k;
 }
 
-// Upper bounds that keep every product of sizes (batch · length · width) far from int64 overflow.
-constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
-
-std::vector<KeySpec> build_schema() {
-  std::vector<KeySpec> s = {
-      string_key("run.name", "kjv-char", "Experiment name; the default run directory is runs/<name>-<variant>-s<seed>."),
-      string_key("run.dir", "auto", "Run directory (auto: from run.name, the variant and the seed)."),
-      int_key("run.seed", "1", "Seed of the initialisation, the data order and dropout.", 0, kMaxCount),
-      int_key("run.threads", "0", "CPU threads (0: all cores).", 0, 1024),
-      choice_key("run.device", "cpu", "cpu, or cuda: the GPU of this process's local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID or LOCAL_RANK, modulo the visible devices; GPU 0 when launched alone).", {"cpu", "cuda"}),
-      choice_key("run.precision", "f32", "f32: every tensor in f32. bf16 (cuda only): bf16 activations and working weights, cast in each forward from f32 master weights; master weights, their gradients, AdamW's state and the loss stay f32.", {"f32", "bf16"}),
-      choice_key("data.corpus", "kjv", "kjv: the King James Bible from Debian's bible-kjv; text: a UTF-8/ASCII file (data.path); shards: llm.c token shards (data.path, data.val_path).", {"kjv", "text", "shards"}),
-      string_key("data.path", "", "Text file (corpus text) or training token shard (corpus shards)."),
-      string_key("data.val_path", "", "Validation token shard (corpus shards)."),
-      choice_key("data.tokenizer", "char", "char: the corpus's distinct characters (saved with the run); byte: 256 byte values. Ignored for shards.", {"char", "byte"}),
-      float_key("data.train_fraction", "0.9", "Leading fraction of the text (by character) used for training; the rest validates.", 0, 1, true),
-      string_key("data.cache_dir", "data/cache", "Where the prepared corpus is cached."),
-      int_key("data.vocab_size", "0", "Vocabulary size for token shards (0: max token id + 1).", 0, 2147483647),
-      int_key("model.d_model", "128", "Width of the residual stream.", 1, kMaxWidth),
-      int_key("model.n_layers", "4", "Transformer blocks.", 1, 4096),
-      int_key("model.n_heads", "4", "Attention heads (must divide d_model).", 1, 4096),
-      int_key("model.seq_len", "128", "Training sequence length n (also the maximum for learned/sinusoidal positions).", 2, kMaxLength),
-      choice_key("model.mlp", "gelu", "MLP: gelu (4·d hidden) or swiglu (8/3·d hidden).", {"gelu", "swiglu"}),
-      int_key("model.mlp_hidden", "0", "MLP hidden width (0: the MLP kind's default).", 0, kMaxWidth),
-      choice_key("model.norm", "layer", "Normalisation: layer (LayerNorm) or rms (RMSNorm).", {"layer", "rms"}),
-      choice_key("model.norm_placement", "pre", "pre: x + f(n(x)); post: n(x + f(x)); hybrid: x + n2(f(n1(x))).", {"pre", "post", "hybrid"}),
-      float_key("model.norm_eps", "1e-5", "Epsilon of every norm.", 0, 1, true),
-      choice_key("model.position", "rope", "Positions: none, learned, sinusoidal, rope or alibi (standard geometric slopes).", {"none", "learned", "sinusoidal", "rope", "alibi"}),
-      float_key("model.rope_base", "10000", "RoPE frequency base.", 1),
-      bool_key("model.tied_head", "true", "Output head shares the token embedding."),
-      float_key("model.init_std", "0.02", "Std of the normal init of weights and embeddings.", 0, 10, true),
-      bool_key("model.scaled_residual_init", "true", "Output projections use init_std / sqrt(2·n_layers) (GPT-2)."),
-      float_key("model.dropout", "0", "Dropout on each residual branch.", 0, 0.99),
-      choice_key("attention.variant", "softmax", "softmax; sigmoid: σ(qk·s + b); softmax1: softmax with an extra zero logit (quiet attention).", {"softmax", "sigmoid", "softmax1"}),
-      float_key("attention.sigmoid_bias", "auto", "b of sigmoid attention (auto: -ln(model.seq_len)). Unused by the other variants.", -1e6, 1e6),
-      bool_key("attention.qk_norm", "false", "Normalise q and k per head (over the head dim) before the product."),
-      choice_key("attention.qk_norm_kind", "layer", "QK-norm kind: layer or rms.", {"layer", "rms"}),
-      bool_key("attention.layer_scale", "false", "LayerScale: a learned per-channel scale on each residual branch."),
-      float_key("attention.layer_scale_init", "1e-4", "Initial LayerScale value.", 0, 10),
-      int_key("train.steps", "2000", "Optimizer steps.", 1, kMaxCount),
-      int_key("train.batch_size", "32", "Sequences per micro-batch.", 1, kMaxLength),
-      int_key("train.grad_accum", "1", "Micro-batches per optimizer step.", 1, kMaxLength),
-      float_key("train.lr", "2e-3", "Peak learning rate.", 0, 10, true),
-      int_key("train.warmup_steps", "100", "Linear warm-up steps.", 0, kMaxCount),
-      float_key("train.min_lr_ratio", "0.1", "Cosine decay ends at lr·min_lr_ratio.", 0, 1),
-      below_max(float_key("train.beta1", "0.9", "AdamW β1.", 0, 1)),
-      below_max(float_key("train.beta2", "0.95", "AdamW β2.", 0, 1)),
-      float_key("train.eps", "1e-8", "AdamW ε.", 0, 1, true),
-      float_key("train.weight_decay", "0.1", "Decoupled weight decay (not on norms, biases, embeddings, LayerScale).", 0, 10),
-      float_key("train.clip", "1.0", "Global gradient-norm clip (0: off).", 0),
-      int_key("log.every", "10", "Steps between metric rows (and progress lines).", 1, kMaxCount),
-      int_key("eval.every", "200", "Steps between evaluations (and at the end).", 1, kMaxCount),
-      int_key("eval.batches", "20", "Validation batches per evaluation (0: the whole split).", 0, kMaxCount),
-      int_key("checkpoint.every", "500", "Steps between checkpoints (and at the end).", 1, kMaxCount),
-      int_key("checkpoint.keep", "2", "Checkpoints kept.", 1, 1000000),
-  };
-  for (KeySpec& k : s) k.allow_auto = k.default_value == "auto";
-  return s;
+KeySpec auto_allowed(KeySpec k) {
+  k.allow_auto = true;
+  return k;
 }
+
+namespace {
 
 const KeySpec* find_key(const std::string& path) {
   for (const KeySpec& k : schema())
@@ -223,10 +167,6 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-const std::vector<KeySpec>& schema() {
-  static const std::vector<KeySpec> s = build_schema();
-  return s;
-}
 
 Config Config::defaults() {
   Config c;
@@ -318,17 +258,42 @@ bool Config::get_bool(const std::string& key) const {
   return b;
 }
 
+bool Config::uses(const KeySpec& k) const {
+  if (k.tasks.empty()) return true;
+  const std::string& task = get_string("task");
+  return std::find(k.tasks.begin(), k.tasks.end(), task) != k.tasks.end();
+}
+
+void Config::check_keys_of_task() const {
+  for (const std::string& key : given_) {
+    const KeySpec* k = find_key(key);
+    if (k && !uses(*k))
+      throw ConfigError(fmt::format("config key '{}': task '{}' has no such key (it belongs to task {})", key,
+                                    get_string("task"), fmt::join(k->tasks, ", ")));
+  }
+}
+
 std::string Config::to_yaml() const {
-  std::ostringstream os;
-  std::string section;
+  // Sections in order of first appearance, the keys of each together; only this task's keys.
+  std::vector<std::string> sections;
   for (const KeySpec& k : schema()) {
-    size_t dot = k.path.find('.');
-    std::string sec = k.path.substr(0, dot), name = k.path.substr(dot + 1);
-    if (sec != section) os << (section.empty() ? "" : "\n") << sec << ":\n";
-    section = sec;
-    const std::string& v = get_string(k.path);
-    bool quote = k.type == KeyType::String;
-    os << "  " << name << ": " << (quote ? YAML::Dump(YAML::Node(v)) : v) << "\n";
+    std::string sec = k.path.substr(0, k.path.find('.'));
+    if (uses(k) && std::find(sections.begin(), sections.end(), sec) == sections.end()) sections.push_back(sec);
+  }
+  std::ostringstream os;
+  for (const std::string& sec : sections) {
+    os << (sec == sections.front() ? "" : "\n");
+    if (sec == "task") {  // the one top-level key
+      os << "task: " << get_string("task") << "\n";
+      continue;
+    }
+    os << sec << ":\n";
+    for (const KeySpec& k : schema()) {
+      if (!uses(k) || k.path.compare(0, sec.size() + 1, sec + ".") != 0) continue;
+      const std::string& v = get_string(k.path);
+      bool quote = k.type == KeyType::String;
+      os << "  " << k.path.substr(sec.size() + 1) << ": " << (quote ? YAML::Dump(YAML::Node(v)) : v) << "\n";
+    }
   }
   return os.str();
 }
@@ -336,19 +301,21 @@ std::string Config::to_yaml() const {
 std::string schema_markdown() {
   std::ostringstream os;
   os << "# Configuration keys\n\n"
-     << "Generated by `attnlab config --doc` from the schema in `src/train/config.cpp`; a test keeps\n"
+     << "Generated by `attnlab config --doc` from the schema (the trainer's keys in `src/train/schema.cpp`,\n"
+     << "the transformer's in `src/tasks/transformer_keys.cpp`, each task's in its own file); a test keeps\n"
      << "this file in step with it. Every run writes its fully resolved `config.yaml` (every key, with\n"
      << "`auto` values resolved) into its run directory. Override any key with `--set key=value`.\n"
      << "Unknown keys, wrong types and out-of-range values are errors that name the key (exit code 2).\n\n"
-     << "| key | type | default | meaning |\n|---|---|---|---|\n";
+     << "Keys with a task in the last column exist for that task only.\n\n"
+     << "| key | type | default | meaning | task |\n|---|---|---|---|---|\n";
   const char* names[] = {"int", "float", "bool", "string", "choice"};
   for (const KeySpec& k : schema()) {
     std::string type = names[static_cast<int>(k.type)];
     if (k.type == KeyType::Choice) type = fmt::format("{}", fmt::join(k.choices, " \\| "));
     os << "| `" << k.path << "` | " << type << " | `" << (k.default_value.empty() ? "\"\"" : k.default_value) << "` | "
-       << k.doc << " |\n";
+       << k.doc << " | " << (k.tasks.empty() ? "all" : fmt::format("{}", fmt::join(k.tasks, ", "))) << " |\n";
   }
   return os.str();
 }
 
-}  // namespace attn::train
+}  // namespace attn::config

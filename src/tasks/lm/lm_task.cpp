@@ -1,68 +1,40 @@
-#include "train/lm_setup.h"
+#include "tasks/lm/lm_task.h"
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "backend/cuda/cuda_api.h"
 #include "data/kjv.h"
 #include "data/token_shard.h"
+#include "tasks/device.h"
+#include "tasks/transformer_keys.h"
 
-namespace attn::train {
+namespace attn::tasks {
 
-void resolve_run_dir(Config& c) {
-  if (c.is_auto("run.dir"))
-    c.resolve("run.dir", fmt::format("runs/{}-{}-s{}", c.get_string("run.name"), c.get_string("attention.variant"),
-                                     c.get_int("run.seed")));
-}
-
-void resolve_config(Config& c) {
-  if (c.is_auto("attention.sigmoid_bias"))
-    c.resolve("attention.sigmoid_bias", fmt::format("{:.17g}", -std::log(static_cast<double>(c.get_int("model.seq_len")))));
-  resolve_run_dir(c);
-  if (c.get_int("model.d_model") % c.get_int("model.n_heads") != 0)
-    throw ConfigError(fmt::format("config key 'model.n_heads': {} does not divide model.d_model = {}",
-                                  c.get_int("model.n_heads"), c.get_int("model.d_model")));
-  if (c.get_string("model.position") == "rope" && (c.get_int("model.d_model") / c.get_int("model.n_heads")) % 2)
-    throw ConfigError("config key 'model.position': rope needs an even head dim (d_model / n_heads)");
-  if (c.get_string("run.precision") == "bf16" && c.get_string("run.device") != "cuda")
-    throw ConfigError("config key 'run.precision': bf16 needs run.device = cuda (the CPU backend computes in f32)");
-  if (c.get_int("train.warmup_steps") > c.get_int("train.steps"))
-    throw ConfigError(fmt::format("config key 'train.warmup_steps': {} is more than train.steps = {}",
-                                  c.get_int("train.warmup_steps"), c.get_int("train.steps")));
-}
+using config::Config;
+using config::ConfigError;
 
 namespace {
-
-// The first of the launchers' local-rank variables that is set (mpirun, srun, torchrun style).
-int local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK", "MPI_LOCALRANKID"})
-    if (const char* v = std::getenv(name); v && *v) return std::atoi(v);
-  return 0;
-}
-
+// Upper bound of a sequence length (as the trainer's sizes: far from int64 overflow in products).
+constexpr double kMaxLength = 1 << 20;
 }  // namespace
 
-Device run_device(const Config& c) {
-  if (c.get_string("run.device") == "cpu") return Device::cpu();
-  if (!cuda::built_with_cuda())
-    throw ConfigError("config key 'run.device': cuda, but this attnlab was built without CUDA (configure with "
-                      "-DATTNLAB_CUDA=ON where the CUDA toolkit is installed)");
-  int n = cuda::device_count();
-  if (n == 0)
-    throw ConfigError("config key 'run.device': cuda, but no CUDA device is visible (check nvidia-smi and "
-                      "CUDA_VISIBLE_DEVICES)");
-  return Device::cuda(local_rank() % n);
-}
-
-void place_model(nn::Module& model, const Config& c) {
-  Device dev = run_device(c);
-  if (!dev.is_cpu()) model.to(dev);
-  if (c.get_string("run.precision") == "bf16") model.set_compute_dtype(DType::BF16);
+std::vector<config::KeySpec> lm_keys() {
+  using namespace config;
+  return {
+      choice_key("data.corpus", "kjv", "kjv: the King James Bible from Debian's bible-kjv; text: a UTF-8/ASCII file (data.path); shards: llm.c token shards (data.path, data.val_path).", {"kjv", "text", "shards"}),
+      string_key("data.path", "", "Text file (corpus text) or training token shard (corpus shards)."),
+      string_key("data.val_path", "", "Validation token shard (corpus shards)."),
+      choice_key("data.tokenizer", "char", "char: the corpus's distinct characters (saved with the run); byte: 256 byte values. Ignored for shards.", {"char", "byte"}),
+      float_key("data.train_fraction", "0.9", "Leading fraction of the text (by character) used for training; the rest validates.", 0, 1, true),
+      int_key("data.vocab_size", "0", "Vocabulary size for token shards (0: max token id + 1).", 0, 2147483647),
+      int_key("model.seq_len", "128", "Training sequence length n (also the maximum for learned/sinusoidal positions).", 2, kMaxLength),
+      bool_key("model.tied_head", "true", "Output head shares the token embedding."),
+      bool_key("model.scaled_residual_init", "true", "Output projections use init_std / sqrt(2·n_layers) (GPT-2)."),
+  };
 }
 
 namespace {
@@ -134,39 +106,6 @@ LmData load_lm_data(const Config& c, const std::string& tokenizer_json) {
   return d;
 }
 
-nn::ModelConfig model_config(const Config& c, int64_t vocab_size) {
-  nn::ModelConfig m;
-  m.vocab_size = vocab_size;
-  m.d_model = c.get_int("model.d_model");
-  m.n_layers = c.get_int("model.n_layers");
-  m.n_heads = c.get_int("model.n_heads");
-  m.max_seq_len = c.get_int("model.seq_len");
-  m.mlp = c.get_string("model.mlp") == "gelu" ? nn::MlpKind::Gelu : nn::MlpKind::SwiGlu;
-  m.mlp_hidden = c.get_int("model.mlp_hidden");
-  m.norm = c.get_string("model.norm") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
-  const std::string& pl = c.get_string("model.norm_placement");
-  m.placement = pl == "pre" ? nn::NormPlacement::Pre : pl == "post" ? nn::NormPlacement::Post : nn::NormPlacement::Hybrid;
-  m.norm_eps = c.get_float("model.norm_eps");
-  const std::string& pos = c.get_string("model.position");
-  m.attention.position = pos == "none"         ? nn::PositionKind::None
-               : pos == "learned"    ? nn::PositionKind::Learned
-               : pos == "sinusoidal" ? nn::PositionKind::Sinusoidal
-               : pos == "rope"       ? nn::PositionKind::Rope
-                                     : nn::PositionKind::Alibi;
-  m.attention.rope_base = c.get_float("model.rope_base");
-  m.tied_head = c.get_bool("model.tied_head");
-  m.init_std = c.get_float("model.init_std");
-  m.scaled_residual_init = c.get_bool("model.scaled_residual_init");
-  m.dropout = c.get_float("model.dropout");
-  m.attention.variant = parse_variant(c.get_string("attention.variant"));
-  m.attention.sigmoid_bias = c.get_float("attention.sigmoid_bias");
-  m.attention.qk_norm = c.get_bool("attention.qk_norm");
-  m.attention.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
-  m.attention.layer_scale = c.get_bool("attention.layer_scale");
-  m.attention.layer_scale_init = c.get_float("attention.layer_scale_init");
-  m.attention.causal = true;
-  return m;
-}
 
 void check_lm_data_fits(const Config& c, const LmData& d) {
   const int64_t B = c.get_int("train.batch_size"), T = c.get_int("model.seq_len");
@@ -187,4 +126,79 @@ void check_lm_data_fits(const Config& c, const LmData& d) {
                                         : ""));
 }
 
-}  // namespace attn::train
+
+nn::ModelConfig lm_model_config(const Config& c, int64_t vocab_size) {
+  nn::ModelConfig m;
+  static_cast<nn::BlockConfig&>(m) = block_config(c);
+  m.attention.causal = true;
+  m.vocab_size = vocab_size;
+  m.n_layers = c.get_int("model.n_layers");
+  m.max_seq_len = c.get_int("model.seq_len");
+  m.tied_head = c.get_bool("model.tied_head");
+  m.scaled_residual_init = c.get_bool("model.scaled_residual_init");
+  return m;
+}
+
+// b = -ln n with n = model.seq_len: the keys a query sees in training (causal: up to n).
+void LmTask::resolve(Config& c) const {
+  if (c.is_auto("attention.sigmoid_bias"))
+    c.resolve("attention.sigmoid_bias", fmt::format("{:.17g}", -std::log(static_cast<double>(c.get_int("model.seq_len")))));
+  check_transformer_keys(c);
+}
+
+void LmTask::prepare(const Config& c, const std::string& saved_run_dir, Device device) {
+  const std::string tok_file = saved_run_dir + "/tokenizer.json";
+  std::string tokenizer_json;
+  if (!saved_run_dir.empty() && std::filesystem::exists(tok_file)) {
+    std::ifstream f(tok_file, std::ios::binary);
+    std::ostringstream os;
+    os << f.rdbuf();
+    tokenizer_json = os.str();
+  }
+  data_ = load_lm_data(c, tokenizer_json);
+  check_lm_data_fits(c, data_);
+  batch_ = c.get_int("train.batch_size");
+  seq_len_ = c.get_int("model.seq_len");
+  // Built (and initialised) on the CPU, then moved: the same initial weights on every device.
+  model_ = std::make_unique<models::DecoderLM>(lm_model_config(c, data_.vocab_size), c.get_int("run.seed"));
+  place_model(*model_, c);
+  device_ = device;
+  batcher_ = std::make_unique<data::TokenBatcher>(data_.train, batch_, seq_len_, c.get_int("run.seed"));
+  val_batches_ = data::eval_batches(*data_.val, batch_, seq_len_, c.get_int("eval.batches"));
+  if (!device.is_cpu())
+    for (auto& b : val_batches_) b = {b.x.to(device), b.y.to(device)};
+}
+
+std::vector<std::pair<std::string, std::string>> LmTask::artifacts() const {
+  if (!data_.tokenizer) return {};
+  return {{"tokenizer.json", data_.tokenizer->to_json().dump() + "\n"}};
+}
+
+Tensor LmTask::next_train_loss() {
+  data::TokenBatch b = batcher_->next();
+  if (!device_.is_cpu()) b = {b.x.to(device_), b.y.to(device_)};
+  return model_->loss(b.x, b.y);
+}
+
+std::pair<int64_t, std::string> LmTask::items_per_micro_batch() const { return {batch_ * seq_len_, "tokens"}; }
+
+nlohmann::json LmTask::evaluate() {
+  double total = 0;
+  for (const auto& b : val_batches_) total += model_->loss(b.x, b.y).item();
+  double v = val_batches_.empty() ? NAN : total / static_cast<double>(val_batches_.size());
+  return {{"val_loss", v}, {"val_bpc", v / std::log(2.0)}, {"unit", data_.unit}};
+}
+
+std::string LmTask::describe(const nlohmann::json& m) const {
+  return fmt::format("val_loss {:.4f} ({:.4f} bits/{})", m["val_loss"].get<double>(), m["val_bpc"].get<double>(),
+                     data_.unit);
+}
+
+std::vector<Column> LmTask::compare_columns() const {
+  return {{"final_val_loss", "final val loss", "{:.4f}"},
+          {"best_val_loss", "best val loss", "{:.4f}"},
+          {"final_val_bpc", "bits/{unit}", "{:.4f}"},
+          {"tokens_per_s", "tokens/s", "{:.0f}"}};
+}
+
+}  // namespace attn::tasks

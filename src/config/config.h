@@ -1,13 +1,15 @@
 // The run configuration: a typed schema of every key (with its default and documentation), YAML
 // loading, `--set a.b=c` overrides, validation with errors that name the key, and the resolved
 // config written into the run directory. docs/config.md is generated from the same schema.
+// The schema is the union of the trainer's keys and each task's: schema() is defined by the layer
+// that knows the tasks (src/train/schema.cpp); this file is only the machinery.
 #pragma once
 #include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace attn::train {
+namespace attn::config {
 
 // Any problem with the user's configuration: bad key, bad type, bad value, missing file.
 // The CLI turns it into one line on stderr and exit code 2.
@@ -27,9 +29,21 @@ struct KeySpec {
   double min = -1e300, max = 1e300;  // Int / Float (inclusive unless *_exclusive)
   bool min_exclusive = false, max_exclusive = false;
   bool allow_auto = false;  // the value "auto" is accepted (resolved by a rule)
+  std::vector<std::string> tasks;  // the tasks that have this key; empty: every task
 };
 
+// Every key, in documentation order (src/train/schema.cpp).
 const std::vector<KeySpec>& schema();
+
+// Key constructors for the schema's parts.
+KeySpec int_key(std::string path, std::string def, std::string doc, double min, double max = 1e300);
+KeySpec float_key(std::string path, std::string def, std::string doc, double min, double max = 1e300,
+                  bool min_exclusive = false);
+KeySpec bool_key(std::string path, std::string def, std::string doc);
+KeySpec string_key(std::string path, std::string def, std::string doc);
+KeySpec choice_key(std::string path, std::string def, std::string doc, std::vector<std::string> choices);
+KeySpec below_max(KeySpec k);     // the maximum is exclusive (AdamW's β < 1)
+KeySpec auto_allowed(KeySpec k);  // "auto" is a value (resolved by a rule)
 
 // A flat, validated map from key path to its value as text. Every schema key is present.
 class Config {
@@ -52,7 +66,11 @@ class Config {
   // Whether two values of `key` mean the same (2e-3 and 0.002 do).
   static bool same_value(const std::string& key, const std::string& a, const std::string& b);
 
-  // Nested YAML with every key (comments: the docs).
+  // Whether the key belongs to this config's task (the key "task").
+  bool uses(const KeySpec& k) const;
+  // ConfigError for a given key that the chosen task does not have.
+  void check_keys_of_task() const;
+  // Nested YAML with every key of this config's task.
   std::string to_yaml() const;
 
  private:
@@ -64,4 +82,4 @@ class Config {
 // Markdown table of the schema (docs/config.md).
 std::string schema_markdown();
 
-}  // namespace attn::train
+}  // namespace attn::config

@@ -1,0 +1,58 @@
+// The decoder LM on text (task: lm): the KJV Bible, a text file or llm.c token shards; a char or
+// byte tokenizer saved with the run; next-token cross-entropy; bits per char/byte/token.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "data/batcher.h"
+#include "data/tokenizer.h"
+#include "models/lm/lm.h"
+#include "tasks/task.h"
+
+namespace attn::tasks {
+
+std::vector<config::KeySpec> lm_keys();
+
+struct LmData {
+  std::shared_ptr<const std::vector<int32_t>> train, val;
+  std::unique_ptr<data::Tokenizer> tokenizer;  // null for token shards
+  int64_t vocab_size = 0;
+  std::string unit = "char";  // what one token is, for bits-per-unit
+};
+
+// Loads the corpus the config names. `tokenizer_json`, when not empty, restores the run's saved
+// vocabulary (eval and resume) instead of building it from the corpus.
+LmData load_lm_data(const config::Config& c, const std::string& tokenizer_json = "");
+// ConfigError naming the corpus and the keys when a split is too short for the batch shape.
+void check_lm_data_fits(const config::Config& c, const LmData& d);
+nn::ModelConfig lm_model_config(const config::Config& c, int64_t vocab_size);
+
+class LmTask : public Task {
+ public:
+  void resolve(config::Config& c) const override;
+  void prepare(const config::Config& c, const std::string& saved_run_dir, Device device) override;
+  nn::Module& model() override { return *model_; }
+  Generator& dropout_generator() override { return model_->dropout_gen; }
+  std::vector<std::pair<std::string, std::string>> artifacts() const override;
+
+  Tensor next_train_loss() override;
+  uint64_t position() const override { return batcher_->position(); }
+  void set_position(uint64_t p) override { batcher_->set_position(p); }
+  std::pair<int64_t, std::string> items_per_micro_batch() const override;
+
+  nlohmann::json evaluate() override;
+  std::string describe(const nlohmann::json& metrics) const override;
+  int64_t validation_batches() const override { return static_cast<int64_t>(val_batches_.size()); }
+  std::vector<Column> compare_columns() const override;
+
+ private:
+  LmData data_;
+  std::unique_ptr<models::DecoderLM> model_;
+  std::unique_ptr<data::TokenBatcher> batcher_;
+  std::vector<data::TokenBatch> val_batches_;  // on the device
+  Device device_ = Device::cpu();
+  int64_t batch_ = 0, seq_len_ = 0;
+};
+
+}  // namespace attn::tasks

@@ -1,0 +1,23 @@
+// Adding a task: a class implementing tasks/task.h in src/tasks/<name>/, its keys, and a line
+// in each function below (and its name in the schema's `task` choice, src/train/schema.cpp).
+#include "tasks/registry.h"
+
+#include <stdexcept>
+
+#include "tasks/lm/lm_task.h"
+
+namespace attn::tasks {
+
+std::vector<std::string> task_names() { return {"lm"}; }
+
+std::vector<config::KeySpec> task_keys(const std::string& name) {
+  if (name == "lm") return lm_keys();
+  throw std::logic_error("no task '" + name + "'");
+}
+
+std::unique_ptr<Task> make_task(const std::string& name) {
+  if (name == "lm") return std::make_unique<LmTask>();
+  throw std::logic_error("no task '" + name + "'");
+}
+
+}  // namespace attn::tasks

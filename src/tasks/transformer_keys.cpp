@@ -1,0 +1,77 @@
+// The keys of the transformer stack every task shares (src/nn/config.h), and their reading.
+#include "tasks/transformer_keys.h"
+
+#include <fmt/format.h>
+
+#include "ops/ops.h"
+
+namespace attn::tasks {
+
+using namespace config;
+
+namespace {
+// Upper bounds that keep every product of sizes (batch · length · width) far from int64 overflow.
+constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
+}  // namespace
+
+std::vector<KeySpec> transformer_keys() {
+  return {
+      int_key("model.d_model", "128", "Width of the residual stream.", 1, kMaxWidth),
+      int_key("model.n_layers", "4", "Transformer blocks.", 1, 4096),
+      int_key("model.n_heads", "4", "Attention heads (must divide d_model).", 1, 4096),
+      choice_key("model.mlp", "gelu", "MLP: gelu (4·d hidden) or swiglu (8/3·d hidden).", {"gelu", "swiglu"}),
+      int_key("model.mlp_hidden", "0", "MLP hidden width (0: the MLP kind's default).", 0, kMaxWidth),
+      choice_key("model.norm", "layer", "Normalisation: layer (LayerNorm) or rms (RMSNorm).", {"layer", "rms"}),
+      choice_key("model.norm_placement", "pre", "pre: x + f(n(x)); post: n(x + f(x)); hybrid: x + n2(f(n1(x))).", {"pre", "post", "hybrid"}),
+      float_key("model.norm_eps", "1e-5", "Epsilon of every norm.", 0, 1, true),
+      choice_key("model.position", "rope", "Positions: none, learned, sinusoidal, rope or alibi (standard geometric slopes).", {"none", "learned", "sinusoidal", "rope", "alibi"}),
+      float_key("model.rope_base", "10000", "RoPE frequency base.", 1),
+      float_key("model.init_std", "0.02", "Std of the normal init of weights and embeddings.", 0, 10, true),
+      float_key("model.dropout", "0", "Dropout on each residual branch.", 0, 0.99),
+      choice_key("attention.variant", "softmax", "softmax; sigmoid: σ(qk·s + b); softmax1: softmax with an extra zero logit (quiet attention).", {"softmax", "sigmoid", "softmax1"}),
+      auto_allowed(float_key("attention.sigmoid_bias", "auto", "b of sigmoid attention (auto: -ln n, n the tokens a query attends to in training: model.seq_len for the LM). Unused by the other variants.", -1e6, 1e6)),
+      bool_key("attention.qk_norm", "false", "Normalise q and k per head (over the head dim) before the product."),
+      choice_key("attention.qk_norm_kind", "layer", "QK-norm kind: layer or rms.", {"layer", "rms"}),
+      bool_key("attention.layer_scale", "false", "LayerScale: a learned per-channel scale on each residual branch."),
+      float_key("attention.layer_scale_init", "1e-4", "Initial LayerScale value.", 0, 10),
+  };
+}
+
+nn::BlockConfig block_config(const Config& c) {
+  nn::BlockConfig m;
+  m.d_model = c.get_int("model.d_model");
+  m.n_heads = c.get_int("model.n_heads");
+  m.mlp = c.get_string("model.mlp") == "gelu" ? nn::MlpKind::Gelu : nn::MlpKind::SwiGlu;
+  m.mlp_hidden = c.get_int("model.mlp_hidden");
+  m.norm = c.get_string("model.norm") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
+  const std::string& pl = c.get_string("model.norm_placement");
+  m.placement = pl == "pre" ? nn::NormPlacement::Pre : pl == "post" ? nn::NormPlacement::Post : nn::NormPlacement::Hybrid;
+  m.norm_eps = c.get_float("model.norm_eps");
+  m.init_std = c.get_float("model.init_std");
+  m.dropout = c.get_float("model.dropout");
+  nn::AttentionConfig& a = m.attention;
+  const std::string& pos = c.get_string("model.position");
+  a.position = pos == "none"         ? nn::PositionKind::None
+               : pos == "learned"    ? nn::PositionKind::Learned
+               : pos == "sinusoidal" ? nn::PositionKind::Sinusoidal
+               : pos == "rope"       ? nn::PositionKind::Rope
+                                     : nn::PositionKind::Alibi;
+  a.rope_base = c.get_float("model.rope_base");
+  a.variant = parse_variant(c.get_string("attention.variant"));
+  a.sigmoid_bias = c.get_float("attention.sigmoid_bias");
+  a.qk_norm = c.get_bool("attention.qk_norm");
+  a.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
+  a.layer_scale = c.get_bool("attention.layer_scale");
+  a.layer_scale_init = c.get_float("attention.layer_scale_init");
+  return m;
+}
+
+void check_transformer_keys(const Config& c) {
+  if (c.get_int("model.d_model") % c.get_int("model.n_heads") != 0)
+    throw ConfigError(fmt::format("config key 'model.n_heads': {} does not divide model.d_model = {}",
+                                  c.get_int("model.n_heads"), c.get_int("model.d_model")));
+  if (c.get_string("model.position") == "rope" && (c.get_int("model.d_model") / c.get_int("model.n_heads")) % 2)
+    throw ConfigError("config key 'model.position': rope needs an even head dim (d_model / n_heads)");
+}
+
+}  // namespace attn::tasks

@@ -1,0 +1,78 @@
+// The schema: the trainer's own keys around every task's (tasks/registry.h). A key two tasks
+// share (the transformer's) is listed once; a task's own keys say which task has them.
+#include <algorithm>
+
+#include "config/config.h"
+#include "tasks/registry.h"
+#include "tasks/transformer_keys.h"
+
+namespace attn::config {
+
+namespace {
+
+// Upper bounds that keep every product of sizes (batch · length · width) far from int64 overflow.
+constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
+
+std::vector<KeySpec> trainer_head() {
+  return {
+      choice_key("task", "lm", "What is trained: lm (decoder LM on text) or vit (image classifier).", {"lm", "vit"}),
+      string_key("run.name", "kjv-char", "Experiment name; the default run directory is runs/<name>-<variant>-s<seed>."),
+      auto_allowed(string_key("run.dir", "auto", "Run directory (auto: from run.name, the variant and the seed).")),
+      int_key("run.seed", "1", "Seed of the initialisation, the data order and dropout.", 0, kMaxCount),
+      int_key("run.threads", "0", "CPU threads (0: all cores).", 0, 1024),
+      choice_key("run.device", "cpu", "cpu, or cuda: the GPU of this process's local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID or LOCAL_RANK, modulo the visible devices; GPU 0 when launched alone).", {"cpu", "cuda"}),
+      choice_key("run.precision", "f32", "f32: every tensor in f32. bf16 (cuda only): bf16 activations and working weights, cast in each forward from f32 master weights; master weights, their gradients, AdamW's state and the loss stay f32.", {"f32", "bf16"}),
+  };
+}
+
+std::vector<KeySpec> trainer_tail() {
+  return {
+      string_key("data.cache_dir", "data/cache", "Where the prepared corpus is cached."),
+      int_key("train.steps", "2000", "Optimizer steps.", 1, kMaxCount),
+      int_key("train.batch_size", "32", "Samples (sequences, images) per micro-batch.", 1, kMaxLength),
+      int_key("train.grad_accum", "1", "Micro-batches per optimizer step.", 1, kMaxLength),
+      float_key("train.lr", "2e-3", "Peak learning rate.", 0, 10, true),
+      int_key("train.warmup_steps", "100", "Linear warm-up steps.", 0, kMaxCount),
+      float_key("train.min_lr_ratio", "0.1", "Cosine decay ends at lr·min_lr_ratio.", 0, 1),
+      below_max(float_key("train.beta1", "0.9", "AdamW β1.", 0, 1)),
+      below_max(float_key("train.beta2", "0.95", "AdamW β2.", 0, 1)),
+      float_key("train.eps", "1e-8", "AdamW ε.", 0, 1, true),
+      float_key("train.weight_decay", "0.1", "Decoupled weight decay (not on norms, biases, embeddings, LayerScale).", 0, 10),
+      float_key("train.clip", "1.0", "Global gradient-norm clip (0: off).", 0),
+      int_key("log.every", "10", "Steps between metric rows (and progress lines).", 1, kMaxCount),
+      int_key("eval.every", "200", "Steps between evaluations (and at the end).", 1, kMaxCount),
+      int_key("eval.batches", "20", "Validation batches per evaluation (0: the whole split).", 0, kMaxCount),
+      int_key("checkpoint.every", "500", "Steps between checkpoints (and at the end).", 1, kMaxCount),
+      int_key("checkpoint.keep", "2", "Checkpoints kept.", 1, 1000000),
+  };
+}
+
+void append(std::vector<KeySpec>& s, std::vector<KeySpec> keys, const std::string& task) {
+  for (KeySpec& k : keys) {
+    auto it = std::find_if(s.begin(), s.end(), [&](const KeySpec& e) { return e.path == k.path; });
+    if (it == s.end()) {
+      if (!task.empty()) k.tasks = {task};
+      s.push_back(std::move(k));
+    } else if (!task.empty() && !it->tasks.empty()) {
+      it->tasks.push_back(task);
+    }
+  }
+}
+
+std::vector<KeySpec> build() {
+  std::vector<KeySpec> s;
+  append(s, trainer_head(), "");
+  for (const std::string& name : tasks::task_names()) append(s, tasks::task_keys(name), name);
+  append(s, tasks::transformer_keys(), "");
+  append(s, trainer_tail(), "");
+  return s;
+}
+
+}  // namespace
+
+const std::vector<KeySpec>& schema() {
+  static const std::vector<KeySpec> s = build();
+  return s;
+}
+
+}  // namespace attn::config
