@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Attention speed: attnlab's flash kernels next to PyTorch on the same GPU, in one call.
 
-On the shapes of RESEARCH.md section 4 (B x H x N x D = 2 x 16 x 4096 x {64, 128}, full and causal),
+On the reference shapes (B x H x N x D = 2 x 16 x 4096 x {64, 128}, full and causal),
 bf16, times forward and forward+backward (CUDA events, warm-up, median of repeats) of
   - PyTorch SDPA with the FlashAttention-2 backend and with the cuDNN backend (softmax),
   - eager sigmoid attention  P = sigmoid(s*q.k + b), b = -ln N, masked entries 0,

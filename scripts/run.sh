@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The README's main command: setup, build, then the default comparative experiment on the CPU —
 # the char-level KJV LM trained with softmax, sigmoid and softmax_1 attention, then the table.
-# Extra environment (STEPS, SEEDS, ...) is passed to experiments/lm-kjv-variants/run.sh.
+# `scripts/run.sh vit` runs the same comparison for the small ViT on Fashion-MNIST instead.
+# Extra environment (STEPS, SEEDS, CONFIG, ...) is passed to the experiment's run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building (first time: a few minutes)..."
 bash scripts/build.sh >/dev/null
-exec experiments/lm-kjv-variants/run.sh
+case "${1:-lm}" in
+  lm) exec experiments/lm-kjv-variants/run.sh ;;
+  vit) exec experiments/vit-fmnist-variants/run.sh ;;
+  *) echo "usage: scripts/run.sh [lm|vit]" >&2; exit 2 ;;
+esac

@@ -50,6 +50,8 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
             dot += (long double)Q[((b * H + h) * N + i) * D + d] * K[((b * H + h) * M + j) * D + d];
           x[j] = dot * scale;
           if (!spec.alibi_slopes.empty()) x[j] -= spec.alibi_slopes[h] * std::abs(double(i + M - N - j));
+          if (spec.score_bias.defined())  // [H or 1, N, M]
+            x[j] += spec.score_bias.data<double>()[((spec.score_bias.size(0) == 1 ? 0 : h) * N + i) * M + j];
           if (vis[j]) mx = std::max(mx, x[j]);
         }
         std::vector<long double> p(M, 0);
@@ -258,7 +260,7 @@ INSTANTIATE_TEST_SUITE_P(AllVariants, AttentionCausalMoreQueries,
 
 }  // namespace
 
-// The softmax_1 trap (RESEARCH.md §1): short rows whose logits are all negative. The +1 in the
+// The softmax_1 trap: short rows whose logits are all negative. The +1 in the
 // denominator dominates, so the row mass Σp = Σe^x / (1 + Σe^x) is far below 1 — and far below
 // the [0.5, 1) that the popular wrong form e^{x-m} / (1 + Σe^{x-m}) is stuck in.
 TEST(Attention, Softmax1ShortNegativeRows) {
@@ -349,4 +351,47 @@ TEST(Attention, BadArgumentsAreClearErrors) {
   EXPECT_THROW(attention(q, k, k, spec), std::invalid_argument);
   EXPECT_THROW(parse_variant("relu"), std::invalid_argument);
   EXPECT_EQ(parse_variant("softmax_1"), AttentionVariant::Softmax1);
+}
+
+// A caller's additive score term (AttentionSpec::score_bias, [H or 1, N, M]; a ViT's 2-D ALiBi):
+// the fused op routes it to the composed op (no lse), and both must match the brute force,
+// forward and gradients, per head and broadcast over heads, alone and with masks and ALiBi.
+TEST(Attention, ScoreBiasRoutedFusedComposedAndBruteForceAgree) {
+  const int64_t B = 2, H = 3, N = 7, M = 9, D = 4;
+  for (AttentionVariant variant : kVariants)
+    for (int64_t bias_heads : {H, int64_t{1}})
+      for (Mask mask : {kFull, kCausalPadding}) {
+        SCOPED_TRACE(std::string(variant_name(variant)) + " bias heads " + std::to_string(bias_heads) +
+                     (mask == kFull ? " full" : " causal+padding+alibi"));
+        AttentionSpec spec = make_spec(variant, mask, mask != kFull, B, H, M);
+        spec.score_bias = rand_tensor({bias_heads, N, M}, 31, -2, 1);
+        auto leaf = [](Tensor t) { return t.set_requires_grad(true); };
+        Tensor q = leaf(mul(rand_tensor({B, H, N, D}, 32), 2.0)), k = leaf(mul(rand_tensor({B, H, M, D}, 33), 2.0)),
+               v = leaf(rand_tensor({B, H, M, D}, 34));
+        Tensor q2 = leaf(q.detach().clone()), k2 = leaf(k.detach().clone()), v2 = leaf(v.detach().clone());
+        Tensor R = rand_tensor({B, H, N, D}, 35);
+        Brute ref = brute_force(q, k, v, spec, &R);
+        auto want = [](const std::vector<double>& x, const Shape& s) { return from_vector(x, s, {DType::F64}); };
+        AttentionOut fused = attention(q, k, v, spec);
+        EXPECT_FALSE(fused.lse.defined()) << "the composed path returns no lse";
+        Tensor composed = attention_composed(q2, k2, v2, spec);
+        EXPECT_TRUE(all_close(fused.out, want(ref.out, q.shape()), 1e-12, 1e-10)) << "fused O";
+        EXPECT_TRUE(all_close(composed, want(ref.out, q.shape()), 1e-12, 1e-10)) << "composed O";
+        sum(mul(fused.out, R)).backward();
+        sum(mul(composed, R)).backward();
+        for (const auto& [got, ref_g] : {std::pair<Tensor, std::vector<double>*>{q.grad(), &ref.dq},
+                                         {q2.grad(), &ref.dq}, {k.grad(), &ref.dk}, {k2.grad(), &ref.dk},
+                                         {v.grad(), &ref.dv}, {v2.grad(), &ref.dv}})
+          EXPECT_TRUE(all_close(got, want(*ref_g, got.shape()), 1e-12, 1e-9));
+        // The bias matters: without it the output differs.
+        AttentionSpec no_bias = spec;
+        no_bias.score_bias = Tensor();
+        EXPECT_FALSE(all_close(attention(q, k, v, no_bias).out, fused.out, 1e-3, 1e-3));
+      }
+  AttentionSpec bad;
+  Tensor q = rand_tensor({1, 2, 3, 4}, 1), k = rand_tensor({1, 2, 5, 4}, 2);
+  bad.score_bias = rand_tensor({2, 5, 3}, 3);  // [H, M, N]: transposed
+  EXPECT_THROW(attention(q, k, k, bad), std::invalid_argument);
+  bad.score_bias = rand_tensor({2, 3, 5}, 3, -1, 1, DType::F32);  // wrong dtype
+  EXPECT_THROW(attention(q, k, k, bad), std::invalid_argument);
 }

@@ -1,7 +1,7 @@
 // `attnlab bench attention`: times the flash-attention kernels (forward, forward + backward) per
 // variant, head dim and mask on random bf16 inputs, with CUDA events (warm-up, then the median
 // of the repeats), and reports TFLOP/s with FLOPs = 4·B·H·N²·D, halved when causal, ×3.5 for
-// forward + backward (the convention of RESEARCH.md §4 and FlashAttention's benchmarks).
+// forward + backward (the convention of FlashAttention's benchmarks).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,7 +10,7 @@
 namespace attn::bench {
 
 struct AttentionBenchOptions {
-  int64_t batch = 2, heads = 16, seq = 4096;  // RESEARCH.md §4: 2 x 16 x 4096 x {64, 128}
+  int64_t batch = 2, heads = 16, seq = 4096;  // the reference shape: 2 x 16 x 4096 x {64, 128}
   std::vector<int64_t> head_dims{64, 128};
   std::vector<std::string> variants{"softmax", "sigmoid", "softmax1"};
   std::vector<std::string> masks{"full", "causal"};

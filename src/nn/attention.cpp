@@ -1,5 +1,5 @@
 // q, k, v = x·Wqᵀ, x·Wkᵀ, x·Wvᵀ split into heads [B, H, T, Dh];
-// optional QK-norm (per-head LayerNorm/RMSNorm over Dh) then RoPE on q and k;
+// optional QK-norm (per-head LayerNorm/RMSNorm over Dh) then RoPE (1-D, or 2-D on a grid) on q and k;
 // o = attention(q, k, v) merged back to [B, T, D]; out = o·Woᵀ.
 #include "nn/attention.h"
 
@@ -9,7 +9,7 @@ namespace attn::nn {
 
 SelfAttention::SelfAttention(const BlockConfig& c, double out_std, Generator& gen, DType dt)
     : n_heads(c.n_heads), head_dim(c.d_model / c.n_heads), use_rope(c.attention.position == PositionKind::Rope),
-      rope_base(c.attention.rope_base) {
+      rope_base(c.attention.rope_base), grid(c.attention.grid) {
   const AttentionConfig& a = c.attention;
   if (c.d_model % c.n_heads != 0)
     throw std::invalid_argument("model.d_model (" + std::to_string(c.d_model) +
@@ -17,7 +17,13 @@ SelfAttention::SelfAttention(const BlockConfig& c, double out_std, Generator& ge
   spec.variant = a.variant;
   spec.sigmoid_bias = a.sigmoid_bias;
   spec.causal = a.causal;
-  if (a.position == PositionKind::Alibi) spec.alibi_slopes = alibi_slopes(c.n_heads);
+  if (a.position == PositionKind::Alibi) {
+    if (grid.rows > 0) spec.score_bias = alibi_bias_2d(alibi_slopes(c.n_heads), grid, dt);
+    else spec.alibi_slopes = alibi_slopes(c.n_heads);
+  }
+  if (use_rope && grid.rows > 0 && head_dim % 4 != 0)
+    throw std::invalid_argument("2-D RoPE needs the head dim (model.d_model / model.n_heads = " +
+                                std::to_string(head_dim) + ") divisible by 4");
   wq = &register_module("wq", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
   wk = &register_module("wk", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
   wv = &register_module("wv", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
@@ -36,14 +42,23 @@ Tensor SelfAttention::forward(const Tensor& x, const std::vector<int64_t>& key_l
     q = q_norm->forward(q);
     k = k_norm->forward(k);
   }
-  if (use_rope) {
+  if (use_rope && grid.rows > 0) {
+    q = rope_2d(q, grid, rope_base);
+    k = rope_2d(k, grid, rope_base);
+  } else if (use_rope) {
     q = rope(std::move(q), rope_base);  // in place: nothing else holds q's or k's storage
     k = rope(std::move(k), rope_base);
   }
   AttentionSpec s = spec;
   s.key_padding_lengths = key_lengths;
+  s.score_bias = working(spec.score_bias);  // in the activations' dtype (undefined stays so)
   Tensor o = attention(q, k, v, s).out;
   return wo->forward(reshape(permute(o, {0, 2, 1, 3}), {B, T, D}));
+}
+
+void SelfAttention::to(Device device) {
+  Module::to(device);
+  if (spec.score_bias.defined() && !(spec.score_bias.device() == device)) spec.score_bias = spec.score_bias.to(device);
 }
 
 }  // namespace attn::nn

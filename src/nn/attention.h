@@ -1,4 +1,6 @@
 // Multi-head self-attention with a choice of variant, QK-norm, RoPE / ALiBi and masks.
+// With attention.grid.rows > 0 (a ViT's patches) RoPE and ALiBi are 2-D (nn/positional.h):
+// rope_2d on q and k, and ALiBi as a [H, T, T] score bias built once for the grid's T tokens.
 #pragma once
 #include "nn/config.h"
 #include "nn/layers.h"
@@ -10,11 +12,15 @@ class SelfAttention : public Module {
   SelfAttention(const BlockConfig& c, double out_std, Generator& gen, DType dt);
   // x [B, T, D]; key_lengths (optional, per batch) masks padded keys.
   Tensor forward(const Tensor& x, const std::vector<int64_t>& key_lengths = {}) const;
+  // Moves the parameters and the 2-D ALiBi bias.
+  void to(Device device) override;
 
-  AttentionSpec spec;  // variant, bias, causal, ALiBi slopes (scale: 1/sqrt(head dim))
+  // variant, bias, causal, ALiBi slopes (1-D) or score_bias (2-D) (scale: 1/sqrt(head dim))
+  AttentionSpec spec;
   int64_t n_heads, head_dim;
   bool use_rope;
   double rope_base;
+  PositionGrid grid;  // rows = 0: 1-D positions
   Linear *wq, *wk, *wv, *wo;
   Norm *q_norm = nullptr, *k_norm = nullptr;  // over the head dim, shared across heads
 };

@@ -4,6 +4,13 @@
 
 namespace attn::nn {
 
+Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen) {
+  if (!training || p == 0) return x;
+  Shape mask_shape(x.dim(), 1);
+  mask_shape[0] = x.size(0);
+  return mul(x, attn::dropout(ones(mask_shape, {x.dtype(), x.device()}), p, true, gen));
+}
+
 TransformerBlock::TransformerBlock(const BlockConfig& c, double out_std, Generator& gen, DType dt)
     : placement(c.placement), dropout(c.dropout) {
   norm1 = &register_module("norm1", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
@@ -22,11 +29,12 @@ TransformerBlock::TransformerBlock(const BlockConfig& c, double out_std, Generat
 
 Tensor TransformerBlock::scaled(const Tensor& branch, const Tensor& gamma) const {
   Tensor b = branch;
-  if (dropout > 0 && training()) {
-    if (!dropout_gen) throw std::logic_error("TransformerBlock: dropout without a generator");
-    b = attn::dropout(branch, dropout, true, *dropout_gen);
-  }
-  return gamma.defined() ? mul(b, working(gamma)) : b;
+  if ((dropout > 0 || drop_path_rate > 0) && training() && !dropout_gen)
+    throw std::logic_error("TransformerBlock: dropout or drop-path without a generator");
+  if (dropout > 0 && training()) b = attn::dropout(branch, dropout, true, *dropout_gen);
+  if (gamma.defined()) b = mul(b, working(gamma));
+  if (drop_path_rate > 0 && training()) b = drop_path(b, drop_path_rate, true, *dropout_gen);
+  return b;
 }
 
 Tensor TransformerBlock::forward(const Tensor& x, const std::vector<int64_t>& key_lengths) const {

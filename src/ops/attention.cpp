@@ -48,6 +48,16 @@ AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
     throw std::invalid_argument("attention: alibi_slopes has " +
                                 std::to_string(spec.alibi_slopes.size()) + " entries for " +
                                 std::to_string(d.H) + " heads");
+  if (const Tensor& sb = spec.score_bias; sb.defined()) {
+    if (sb.dim() != 3 || (sb.size(0) != d.H && sb.size(0) != 1) || sb.size(1) != d.N || sb.size(2) != d.M)
+      throw std::invalid_argument("attention: score_bias must be [H or 1, N, M] = [" + std::to_string(d.H) +
+                                  " or 1, " + std::to_string(d.N) + ", " + std::to_string(d.M) + "], got " +
+                                  shape_str(sb.shape()));
+    if (sb.dtype() != q.dtype() || !(sb.device() == q.device()))
+      throw std::invalid_argument(std::string("attention: score_bias must have q's dtype and device (") +
+                                  dtype_name(q.dtype()) + " on " + q.device().str() + "), got " +
+                                  dtype_name(sb.dtype()) + " on " + sb.device().str());
+  }
   return d;
 }
 
@@ -66,6 +76,10 @@ cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec) {
 
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
   AttnDims d = check_attention_args(q, k, v, spec);
+  // An arbitrary additive score term (a ViT's 2-D ALiBi) is in neither the CPU tiles nor the
+  // flash kernels: the composed op computes it on either device. It materialises P, [B, H, N, M],
+  // which is tiny for the sequences that use it (a 28x28 image in 4x4 patches: 50 tokens).
+  if (spec.score_bias.defined()) return {attention_composed(q, k, v, spec), Tensor()};
   if (q.device().is_cuda()) {
     // The flash kernels are bf16 with head dim 64 or 128 and a positive scale; the f32 CUDA
     // path (parity tests, f32 runs), other head dims and scales take the composed op, which

@@ -1,5 +1,5 @@
 // Attention from primitive ops, the reference the fused op is tested against:
-//   S = s·Q·Kᵀ + ALiBi, masked entries -inf
+//   S = s·Q·Kᵀ + ALiBi + spec.score_bias, masked entries -inf
 //   softmax:   P = softmax(S)
 //   softmax_1: P = softmax([S, 0])[:, :M]   (an extra key with logit 0 and value 0)
 //   sigmoid:   P = σ(S + b)                 (0 where masked: σ(−inf))
@@ -45,6 +45,8 @@ Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v, con
   AttnDims d = check_attention_args(q, k, v, spec);
   Tensor s = mul(matmul(q, k, false, true), d.scale);
   if (Tensor bias = score_bias(d, spec, q.dtype(), q.device()); bias.defined()) s = add(s, bias);
+  // The caller's term, [H or 1, N, M] as [1, H or 1, N, M]; masked entries stay −inf (finite + −inf).
+  if (spec.score_bias.defined()) s = add(s, reshape(spec.score_bias, {1, spec.score_bias.size(0), d.N, d.M}));
   Tensor p;
   switch (spec.variant) {
     case AttentionVariant::Softmax:

@@ -117,6 +117,11 @@ struct AttentionSpec {
   bool causal = false;       // key j visible to query i when j <= i + (M - N)
   std::vector<int64_t> key_padding_lengths;  // per batch: keys >= length are masked; empty = none
   std::vector<double> alibi_slopes;          // per head: adds -slope·|i + (M - N) - j|; empty = none
+  // Any additive score term [H or 1, N, M] (q's dtype and device), added to the scaled scores
+  // like ALiBi (a ViT's 2-D ALiBi); undefined = none. The CPU tiles and the flash kernels take
+  // no such tensor, so attention() computes a spec with one by the composed op (P materialised;
+  // no lse returned): fine for a ViT's short sequences (50 tokens: P is 50 x 50 per head).
+  Tensor score_bias;
 };
 
 struct AttentionOut {
@@ -126,7 +131,8 @@ struct AttentionOut {
 
 // Fused attention. q [B, H, N, D], k and v [B, H, M, D]. The forward tiles over keys with an
 // online max/sum; the backward recomputes P tile by tile: no N x M tensor is ever kept.
-// A query row with no visible key gives O = 0.
+// A query row with no visible key gives O = 0. With a spec.score_bias: the composed op instead
+// (CPU and CUDA), lse undefined.
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec);
 
 // The same maths from primitive ops (materialises P; for tests and small sizes).

@@ -5,18 +5,21 @@
 #include <stdexcept>
 
 #include "tasks/lm/lm_task.h"
+#include "tasks/vit/vit_task.h"
 
 namespace attn::tasks {
 
-std::vector<std::string> task_names() { return {"lm"}; }
+std::vector<std::string> task_names() { return {"lm", "vit"}; }
 
 std::vector<config::KeySpec> task_keys(const std::string& name) {
   if (name == "lm") return lm_keys();
+  if (name == "vit") return vit_keys();
   throw std::logic_error("no task '" + name + "'");
 }
 
 std::unique_ptr<Task> make_task(const std::string& name) {
   if (name == "lm") return std::make_unique<LmTask>();
+  if (name == "vit") return std::make_unique<VitTask>();
   throw std::logic_error("no task '" + name + "'");
 }
 

@@ -190,7 +190,7 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
   int64_t steps = c.get_int("train.steps"), accum = c.get_int("train.grad_accum");
   const auto [items_per_micro_batch, items] = r.task->items_per_micro_batch();
   const int64_t tokens_per_step = accum * items_per_micro_batch;
-  const std::string rate_key = items + "_per_s", rate_unit = items == "tokens" ? "tok/s" : items.substr(0, 3) + "/s";
+  const std::string rate_key = items + "_per_s", rate_unit = items == "tokens" ? "tok/s" : items == "images" ? "img/s" : items + "/s";
   int64_t log_every = c.get_int("log.every"), eval_every = c.get_int("eval.every"), ckpt_every = c.get_int("checkpoint.every");
   bool tty = isatty(STDERR_FILENO);
   std::string tag = c.get_string("attention.variant");

@@ -1,4 +1,4 @@
-// Row-major (batched, strided) GEMM through cuBLASLt, the way llm.c drives it (RESEARCH.md §5):
+// Row-major (batched, strided) GEMM through cuBLASLt, the way llm.c drives it:
 // one handle and one 32 MiB workspace per device, f32 compute (CUBLAS_COMPUTE_32F: true f32, no
 // TF32) with f32 or bf16 matrices, the heuristic's first algorithm cached per shape.
 //

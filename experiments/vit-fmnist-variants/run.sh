@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The three attention variants on the same ViT on Fashion-MNIST: same data, model, optimizer and
+# seed; only attention.variant changes. Then the comparison table (validation and test accuracy).
+#
+#   experiments/vit-fmnist-variants/run.sh                                 # small config (CPU, minutes)
+#   CONFIG=configs/vit/fmnist.yaml experiments/vit-fmnist-variants/run.sh  # the reference size
+#   SEEDS="1 2 3" ...                                                      # mean ± std over seeds
+#
+# A finished run is not redone; an interrupted one is resumed from its last checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${ATTNLAB_BIN:-build/src/attnlab}
+CONFIG=${CONFIG:-configs/vit/fmnist-small.yaml}
+SEEDS=${SEEDS:-1}
+NAME=$(basename "$CONFIG" .yaml)
+RUNS_DIR=${RUNS_DIR:-runs/vit-fmnist-variants}
+read -r -a extra <<< "${SET:-}"
+dirs=()
+for seed in $SEEDS; do
+  for variant in softmax sigmoid softmax1; do
+    dir="$RUNS_DIR/$NAME-$variant-s$seed"
+    dirs+=("$dir")
+    if [ -f "$dir/summary.json" ]; then
+      echo "== $variant (seed $seed): finished earlier, kept ($dir)"
+    elif [ -f "$dir/config.yaml" ]; then
+      echo "== $variant (seed $seed): resuming $dir"
+      "$BIN" train --set run.dir="$dir" --resume
+    else
+      echo "== $variant (seed $seed): training $CONFIG -> $dir"
+      "$BIN" train --config "$CONFIG" --set attention.variant="$variant" --set run.seed="$seed" \
+        --set run.dir="$dir" "${extra[@]}"
+    fi
+  done
+done
+echo
+echo "## ViT on Fashion-MNIST ($CONFIG)"
+echo
+"$BIN" compare "${dirs[@]}" | tee "$RUNS_DIR/compare-$NAME.md"
