@@ -170,4 +170,10 @@ inline std::vector<std::string> untimed_rows(const std::string& dir) {
   return rows;
 }
 
+// Whether the binary sees a CUDA device (`attnlab info`; the emulated one counts).
+inline bool binary_sees_a_gpu() {
+  static const bool yes = run("info").out.find("CUDA devices visible: 0") == std::string::npos;
+  return yes;
+}
+
 }  // namespace attn::e2e

@@ -42,11 +42,6 @@ TEST(ConfigErrors, YamlFileKeysAreCheckedToo) {
                       "unknown config key 'model.n_layer' (" + cfg + ") (did you mean 'model.n_layers'?)", d);
 }
 
-// Whether the binary sees a CUDA device (`attnlab info`).
-bool binary_sees_a_gpu() {
-  static const bool yes = run("info").out.find("CUDA devices visible: 0") == std::string::npos;
-  return yes;
-}
 
 TEST(ConfigErrors, DeviceAndPrecisionAreChecked) {
   std::string d = scratch("device");

@@ -88,3 +88,38 @@ TEST_P(SmallVit, LearnsFashionMnist) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, SmallVit, ::testing::Values("softmax", "sigmoid", "softmax1"));
+
+// ---- on a GPU (skipped without one; run on the emulated device as emu_test_gpu_vit_e2e) -------
+
+// The same ViT run on the CPU and on CUDA, f32 and bf16: d 128 with 2 heads (head dim 64), so
+// bf16 runs the flash kernels (learned positions; 2-D ALiBi would take the composed op). The
+// tolerances are the LM's (tests/test_train_e2e.cpp, GpuTrain): f32 tracks the CPU to 1e-4
+// relative per step (summation order), bf16 to 2e-2 (8-bit mantissas).
+std::string gpu_vit(const std::string& dir, const std::string& device_args) {
+  return "train -q --set task=vit --set run.dir=" + dir +
+         " --set model.d_model=128 --set model.n_layers=2 --set model.n_heads=2 --set model.patch_size=7"
+         " --set train.batch_size=8 --set train.steps=4 --set train.warmup_steps=1 --set eval.batches=2"
+         " --set log.every=1 --set eval.every=4 --set run.threads=2 --set data.val_size=16 --set eval.test_batches=2"
+         " --set attention.variant=sigmoid" + device_args;
+}
+
+TEST(GpuVitTrain, CudaRunsTrackTheCpuRun) {
+  if (!binary_sees_a_gpu()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped";
+  std::string cpu = scratch("gpu-vit-cpu"), f32 = scratch("gpu-vit-f32"), bf = scratch("gpu-vit-bf16");
+  ASSERT_EQ(run(gpu_vit(cpu, "")).code, 0);
+  Result rf = run(gpu_vit(f32, " --set run.device=cuda"));
+  ASSERT_EQ(rf.code, 0) << rf.err;
+  Result rb = run(gpu_vit(bf, " --set run.device=cuda --set run.precision=bf16"));
+  ASSERT_EQ(rb.code, 0) << rb.err;
+  std::vector<double> lc = losses(cpu), lf = losses(f32), lb = losses(bf);
+  ASSERT_EQ(lc.size(), 4u);
+  ASSERT_EQ(lf.size(), 4u);
+  ASSERT_EQ(lb.size(), 4u);
+  for (size_t i = 0; i < lc.size(); ++i) {
+    EXPECT_NEAR(lf[i], lc[i], 1e-4 * lc[i]) << "f32, step " << i + 1;
+    EXPECT_NEAR(lb[i], lc[i], 2e-2 * lc[i]) << "bf16, step " << i + 1;
+  }
+  auto s = nlohmann::json::parse(slurp(bf + "/summary.json"));
+  EXPECT_EQ(s["device"], "cuda:0");
+  EXPECT_EQ(s["precision"], "bf16");
+}

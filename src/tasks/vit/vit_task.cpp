@@ -30,6 +30,7 @@ std::vector<config::KeySpec> vit_keys() {
       float_key("model.drop_path", "0", "Stochastic depth: the last block's drop rate (linear in depth from 0).", 0,
                 0.99),
       float_key("train.label_smoothing", "0", "Label smoothing ε of the training loss.", 0, 0.99),
+      int_key("eval.test_batches", "0", "Batches of the official test set for the final number (0: all of it).", 0, 1e9),
   };
 }
 
@@ -82,6 +83,7 @@ void VitTask::prepare(const Config& c, const std::string&, Device device) {
   test_ = std::make_unique<data::ImageEvalBatcher>(std::make_shared<const data::ImageDataset>(std::move(splits.test)), batch_);
   const int64_t all = val_->num_batches();
   val_batches_ = c.get_int("eval.batches") > 0 ? std::min(all, c.get_int("eval.batches")) : all;
+  test_batches_ = c.get_int("eval.test_batches");
   if (val_batches_ == 0) throw ConfigError("config key 'data.val_size': 0 leaves no validation images");
   model_ = std::make_unique<models::VisionTransformer>(vit_model_config(c), c.get_int("run.seed"));
   place_model(*model_, c);
@@ -127,7 +129,7 @@ nlohmann::json VitTask::final_metrics() {
   NoGradGuard no_grad;
   const bool was_training = model_->training();
   model_->set_training(false);
-  auto [loss, acc] = loss_and_accuracy(*test_, 0);
+  auto [loss, acc] = loss_and_accuracy(*test_, test_batches_);
   model_->set_training(was_training);
   return {{"test_loss", loss}, {"test_acc", acc}};
 }

@@ -44,7 +44,7 @@ class VitTask : public Task {
   std::unique_ptr<data::ImageBatcher> batcher_;
   std::unique_ptr<data::ImageEvalBatcher> val_, test_;
   Device device_ = Device::cpu();
-  int64_t batch_ = 0, val_batches_ = 0;
+  int64_t batch_ = 0, val_batches_ = 0, test_batches_ = 0;
 };
 
 }  // namespace attn::tasks
