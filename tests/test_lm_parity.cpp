@@ -17,17 +17,14 @@
 //
 // All 108 models go to ONE python invocation (one JSON in, one out; torch starts once), made
 // lazily by the first test that needs it and shared by the others; each combo is its own test.
+// The machinery (seeded weights, the reference run, the comparisons) is tests/parity_util.h's.
 //
 // Env (set by ctest): ATTNLAB_TORCH_PYTHON (default /usr/bin/python3), ATTNLAB_TEST_DIR (the
 // directory holding the script; default: this file's directory).
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -35,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "parity_util.h"
 #include "test_util.h"
 #include "torch_ref.h"
 #include "autograd/node.h"
@@ -42,7 +40,7 @@
 #include "optim/adamw.h"
 #include "tensor/tensor.h"
 
-namespace fs = std::filesystem;
+namespace parity = attn::testing::parity;
 using json = nlohmann::json;
 using namespace attn;
 using nn::MlpKind;
@@ -57,7 +55,8 @@ struct Sizes {
 };
 constexpr Sizes kCpuSizes{11, 16, 2, 2, 7, 2};
 constexpr int kSteps = 5;
-constexpr double kLr = 1e-2, kBeta1 = 0.9, kBeta2 = 0.95, kAdamEps = 1e-8, kWeightDecay = 0.1;
+constexpr AdamWConfig kAdamW{
+    .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
 // LayerScale's default init (1e-4) would scale every attention and MLP branch, and with it any
 // error inside the branches and their parameters' gradients, down by 1e-4: a wrong branch could
 // then hide under the tolerance. At 0.5 the branches weigh as much as the residual stream.
@@ -70,16 +69,13 @@ constexpr double kLayerScaleInit = 0.5;
 // lines). The 5 AdamW steps keep that: Adam's update m̂/(√v̂ + ε) has the relative error of the
 // gradients, and a parameter whose gradient is ~0 (rounding noise, e.g. the key bias under
 // softmax without RoPE or QK-norm, to which the loss is invariant) barely moves the loss. A mixed
-// bound |ours − torch| ≤ kAtol + kRtol·|torch| with kRtol = 1e-9, kAtol = 1e-10 leaves ≥ 4 orders
-// of magnitude of headroom, while any real difference (a wrong mask or slope, a missing +1 in
-// softmax_1, a missing norm, a wrong GELU constant, LayerScale on the wrong side of a norm, weight
-// decay on the wrong params) is ≥ 1e-6.
-constexpr double kRtol = 1e-9;
-constexpr double kAtol = 1e-10;
+// bound |ours − torch| ≤ atol + rtol·|torch| with rtol = 1e-9, atol = 1e-10 (kTol) leaves ≥ 4
+// orders of magnitude of headroom, while any real difference (a wrong mask or slope, a missing +1
+// in softmax_1, a missing norm, a wrong GELU constant, LayerScale on the wrong side of a norm,
+// weight decay on the wrong params) is ≥ 1e-6.
+constexpr parity::Tolerance kTol{.rtol = 1e-9, .atol = 1e-10};
 
 const TensorOptions kF64{DType::F64, Device::cpu()};
-
-json to_json(const Tensor& t) { return json{{"shape", t.shape()}, {"data", t.to_vector()}}; }
 
 // ---- the combos ---------------------------------------------------------------------------
 
@@ -194,41 +190,6 @@ json config_json(const Combo& c, const nn::ModelConfig& m) {
 
 // ---- one model, deterministically -----------------------------------------------------------
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Overwrites every parameter in place with seeded values of a useful scale. The model's own
-// init (std 0.02, norms at exactly 1 / 0, LayerScale constant) would make the attention nearly
-// uniform, so a wrong mask, slope or variant would barely show, and constant norm weights / biases
-// / gammas cannot reveal a broadcast over the wrong axis or a swapped weight and bias. Here:
-// embeddings N(0, 1) (positions N(0, 0.5)), linear weights N(0, 1/√fan_in) with q and k ×1.5 so
-// the scores spread over a few units, biases N(0, 0.1), norm weights N(1, 0.2), norm biases
-// N(0, 0.2), LayerScale N(0.5, 0.1) around kLayerScaleInit.
-void randomise(const ParamList& params, Generator& gen) {
-  for (const Param& p : params) {
-    const std::string& n = p.name;
-    double mean = 0, std = 0.1;
-    if (n == "tok_emb.weight") {
-      std = 1.0;
-    } else if (n == "pos_emb.weight") {
-      std = 0.5;
-    } else if (ends_with(n, ".gamma1") || ends_with(n, ".gamma2")) {
-      mean = kLayerScaleInit;
-      std = 0.1;
-    } else if (n.find("norm") != std::string::npos) {
-      mean = ends_with(n, ".weight") ? 1.0 : 0.0;
-      std = 0.2;
-    } else if (ends_with(n, ".weight")) {  // a Linear, [out, in]
-      std = 1.0 / std::sqrt(static_cast<double>(p.value.size(1)));
-      if (ends_with(n, ".wq.weight") || ends_with(n, ".wk.weight")) std *= 1.5;
-    }  // else a Linear bias: N(0, 0.1)
-    Tensor r = randn(p.value.shape(), gen, kF64, mean, std);
-    Tensor dst = p.value;  // shares the param's storage
-    std::copy_n(r.data<double>(), r.numel(), dst.data<double>());
-  }
-}
-
 struct Built {
   std::unique_ptr<models::DecoderLM> model;
   Tensor ids, targets;  // [B, T] each
@@ -240,7 +201,10 @@ Built build(const Combo& c, const Sizes& z) {
   uint64_t seed = 1000 + static_cast<uint64_t>(c.index);
   b.model = std::make_unique<models::DecoderLM>(make_config(c, z), seed, DType::F64);
   Generator gen(seed * 7919);
-  randomise(b.model->parameters(), gen);
+  // Seeded weights of a useful scale (see parity::randomise): token embeddings N(0, 1), learned
+  // positions N(0, 0.5), LayerScale N(0.5, 0.1) around kLayerScaleInit.
+  parity::randomise(b.model->parameters(), gen, kLayerScaleInit,
+                    {{"tok_emb.weight", 1.0}, {"pos_emb.weight", 0.5}});
   // A random token stream [B, T+1]: inputs are its first T tokens, targets the next ones.
   const int64_t B = z.B, T = z.T;
   std::vector<double> u = uniform({B * (T + 1)}, gen, kF64, 0.0, static_cast<double>(z.V)).to_vector();
@@ -258,214 +222,54 @@ Built build(const Combo& c, const Sizes& z) {
 
 // ---- the shared torch reference ---------------------------------------------------------------
 
-struct Reference {
-  bool have_torch = false;
-  std::string error;  // set when the script could not be run or its output read
-  std::string torch_version;
-  json models;        // name -> torch's results
-};
-
 // Runs the torch script once over `combos` built at sizes z, torch computing in f64 on `device`
 // (cpu, or cuda with the GPU machine's PyTorch).
-Reference compute_reference(const std::vector<Combo>& combos, const Sizes& z, const std::string& device) {
-  Reference ref;
-  ref.have_torch = attn::testing::torch_available();
-  if (!ref.have_torch) return ref;
-  const fs::path script = attn::testing::reference_script("lm_parity_reference.py");
-  if (!fs::exists(script)) {
-    ref.error = "reference script not found: " + script.string();
-    return ref;
-  }
-
-  json in;
-  in["adamw"] = {{"lr", kLr}, {"betas", {kBeta1, kBeta2}}, {"eps", kAdamEps},
-                 {"weight_decay", kWeightDecay}, {"steps", kSteps}};
-  in["device"] = device;
-  in["models"] = json::array();
-  for (const Combo& c : combos) {
-    Built b = build(c, z);
-    json m;
-    m["name"] = combo_name(c);
-    m["config"] = config_json(c, b.model->config);
-    m["params"] = json::array();
-    for (const Param& p : b.model->parameters())
-      m["params"].push_back({{"name", p.name},
-                             {"weight_decay", p.weight_decay},
-                             {"shape", p.value.shape()},
-                             {"data", p.value.to_vector()}});
-    m["ids"] = to_json(b.ids);
-    m["targets"] = to_json(b.targets);
-    in["models"].push_back(std::move(m));
-  }
-
-  fs::path dir = fs::temp_directory_path() / ("attnlab_lm_parity_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  {
-    std::ofstream f(dir / "in.json");
-    f << in.dump();  // doubles are written with round-trip precision
-    if (!f.good()) {
-      ref.error = "cannot write " + (dir / "in.json").string();
-      return ref;
+parity::Reference compute_reference(const std::vector<Combo>& combos, const Sizes& z,
+                                    const std::string& device) {
+  return parity::run_reference("lm_parity_reference.py", "attnlab_lm_parity", [&] {
+    json in{{"adamw", parity::adamw_json(kAdamW, kSteps)},
+            {"device", device},
+            {"models", json::array()}};
+    for (const Combo& c : combos) {
+      Built b = build(c, z);
+      json m = parity::model_json(combo_name(c), config_json(c, b.model->config),
+                                  b.model->parameters());
+      m["ids"] = parity::to_json(b.ids);
+      m["targets"] = parity::to_json(b.targets);
+      in["models"].push_back(std::move(m));
     }
-  }
-  std::string cmd = attn::testing::reference_command(script, dir / "in.json", dir / "out.json");
-  if (std::system(cmd.c_str()) != 0) {
-    ref.error = "reference script failed: " + cmd + " (inputs kept in " + dir.string() + ")";
-    return ref;
-  }
-  std::ifstream f(dir / "out.json");
-  if (!f.good()) {
-    ref.error = "no output from " + cmd;
-    return ref;
-  }
-  json out = json::parse(f);
-  ref.torch_version = out.value("torch_version", "?");
-  ref.models = std::move(out["models"]);
-  fs::remove_all(dir);
+    return in;
+  });
+}
+
+const parity::Reference& reference() {
+  // Once, by the first test to ask.
+  static const parity::Reference ref = compute_reference(make_combos(), kCpuSizes, "cpu");
   return ref;
 }
 
-const Reference& reference() {
-  static const Reference ref = compute_reference(make_combos(), kCpuSizes, "cpu");  // once, by the first test to ask
-  return ref;
-}
+using parity::from_json;
+using parity::RefTensor;
 
-// ---- comparison ---------------------------------------------------------------------------
-
-struct RefTensor {
-  Shape shape;
-  std::vector<double> data;
-};
-
-RefTensor from_json(const json& j) {
-  return {j.at("shape").get<Shape>(), j.at("data").get<std::vector<double>>()};
-}
-
-// Elementwise |ours − ref| ≤ kAtol + kRtol·|ref|; returns the max abs diff, reports the worst.
-double compare(const std::string& what, const Shape& shape, const std::vector<double>& ours,
-               const RefTensor& ref) {
-  if (shape != ref.shape) {
-    ADD_FAILURE() << what << ": shape " << shape_str(shape) << " vs torch " << shape_str(ref.shape);
-    return INFINITY;
-  }
-  double max_abs = 0, worst_excess = 0;
-  int64_t worst = -1, n_bad = 0;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    double d = std::abs(ours[i] - ref.data[i]);
-    if (!std::isfinite(ours[i]) || !std::isfinite(ref.data[i])) d = INFINITY;
-    max_abs = std::max(max_abs, d);
-    double excess = d - (kAtol + kRtol * std::abs(ref.data[i]));
-    if (excess > 0) {
-      ++n_bad;
-      if (worst < 0 || excess > worst_excess) {
-        worst = static_cast<int64_t>(i);
-        worst_excess = excess;
-      }
-    }
-  }
-  if (n_bad > 0)
-    ADD_FAILURE() << std::setprecision(17) << what << " " << shape_str(shape) << ": " << n_bad
-                  << " of " << ours.size() << " elements outside tolerance; max abs diff "
-                  << max_abs << "; worst at flat index " << worst << ": ours " << ours[worst]
-                  << " vs torch " << ref.data[worst];
-  return max_abs;
-}
-
-double compare(const std::string& what, const Tensor& ours, const RefTensor& ref) {
-  if (!ours.defined()) {
-    ADD_FAILURE() << what << ": our tensor is undefined (no gradient?)";
-    return INFINITY;
-  }
-  return compare(what, ours.shape(), ours.to_vector(), ref);
-}
-
-// The worst differences over every test of the suite, printed at its end.
-struct Worst {
-  double logits = 0, loss = 0, grad = 0, losses = 0;
-  std::string grad_at;
-};
-Worst g_worst;
+parity::Worst g_worst;  // over every test of the suite, printed at its end
 
 // ---- the parameterised test ---------------------------------------------------------------
 
 class LmParity : public ::testing::TestWithParam<Combo> {
  public:
-  static void TearDownTestSuite() {
-    if (g_worst.grad_at.empty()) return;
-    std::cout << std::setprecision(3) << "[ parity   ] worst |ours - torch| over all models: logits "
-              << g_worst.logits << ", loss " << g_worst.loss << ", grads " << g_worst.grad << " ("
-              << g_worst.grad_at << "), losses over " << kSteps << " AdamW steps "
-              << g_worst.losses << "\n";
-  }
+  static void TearDownTestSuite() { g_worst.print("all models", kSteps); }
 };
 
 TEST_P(LmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   const Combo& c = GetParam();
   const std::string name = combo_name(c);
-  const Reference& ref = reference();
-  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(ref.have_torch);
-  ASSERT_TRUE(ref.error.empty()) << ref.error;
-  ASSERT_TRUE(ref.models.contains(name)) << "torch has no result for " << name;
-  const json& r = ref.models.at(name);
-  ASSERT_FALSE(r.contains("error")) << "torch reference for " << name << ": "
-                                    << r.at("error").get<std::string>();
-
+  const parity::Reference& ref = reference();
+  ATTNLAB_ASSERT_PARITY_RESULT(ref, name);
   Built b = build(c, kCpuSizes);
   models::DecoderLM& model = *b.model;
-  ParamList params = model.parameters();
-  AdamW opt(params, {.lr = kLr, .beta1 = kBeta1, .beta2 = kBeta2, .eps = kAdamEps,
-                     .weight_decay = kWeightDecay});
-
-  std::ostringstream summary;
-  summary << std::setprecision(3) << "[ parity   ] " << name << " vs torch " << ref.torch_version
-          << ": max |diff|";
-  std::vector<double> losses;
-  for (int step = 0; step < kSteps; ++step) {
-    opt.zero_grad();
-    Tensor loss = model.loss(b.ids, b.targets);
-    losses.push_back(loss.item());
-    loss.backward();
-    if (step == 0) {
-      Tensor logits;
-      {
-        NoGradGuard no_grad;
-        logits = model.forward(b.ids);
-      }
-      double dl = compare("logits", logits, from_json(r.at("logits")));
-      double dloss = compare("loss", loss, from_json(r.at("loss")));
-      double dg = 0;
-      std::string dg_at;
-      const json& grads = r.at("grads");
-      EXPECT_EQ(grads.size(), params.size()) << "torch has gradients for " << grads.size()
-                                             << " params, we have " << params.size();
-      for (const Param& p : params) {
-        if (!grads.contains(p.name)) {
-          ADD_FAILURE() << "torch has no gradient for " << p.name;
-          continue;
-        }
-        double d = compare("grad " + p.name, p.value.grad(), from_json(grads.at(p.name)));
-        if (d >= dg) {
-          dg = d;
-          dg_at = p.name;
-        }
-      }
-      summary << " logits " << dl << ", loss " << dloss << ", grads " << dg << " (" << dg_at << ")";
-      g_worst.logits = std::max(g_worst.logits, dl);
-      g_worst.loss = std::max(g_worst.loss, dloss);
-      if (dg >= g_worst.grad) {
-        g_worst.grad = dg;
-        g_worst.grad_at = name + ": " + dg_at;
-      }
-    }
-    opt.step(kLr);
-  }
-  std::vector<double> ref_losses = r.at("losses").get<std::vector<double>>();
-  double dlosses = compare("losses before each AdamW step", {static_cast<int64_t>(losses.size())},
-                           losses, {{static_cast<int64_t>(ref_losses.size())}, ref_losses});
-  g_worst.losses = std::max(g_worst.losses, dlosses);
-  summary << ", " << kSteps << " losses " << dlosses << " (torch " << std::setprecision(6)
-          << ref_losses.front() << " -> " << ref_losses.back() << ")";
-  std::cout << summary.str() << "\n";
+  parity::check_adamw_steps(
+      name, ref, ref.models.at(name), model.parameters(), kAdamW, kSteps, kTol, g_worst,
+      [&] { return model.loss(b.ids, b.targets); }, [&] { return model.forward(b.ids); });
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCombos, LmParity, ::testing::ValuesIn(make_combos()),
@@ -514,17 +318,17 @@ std::vector<Combo> wide_combos() {
 }
 
 // torch's results at kWideSizes, computed on `device` (once per process and device).
-const Reference& wide_reference(Device device) {
+const parity::Reference& wide_reference(Device device) {
   if (device.is_cpu()) {
-    static const Reference cpu = compute_reference(wide_combos(), kWideSizes, "cpu");
+    static const parity::Reference cpu = compute_reference(wide_combos(), kWideSizes, "cpu");
     return cpu;
   }
 #if defined(ATTNLAB_CUDA_EMULATION)
   // The emulated device (emu_test_gpu_lm_parity) has no CUDA torch beside it; torch's f64 is the
   // same reference on its CPU.
-  static const Reference cuda = compute_reference(wide_combos(), kWideSizes, "cpu");
+  static const parity::Reference cuda = compute_reference(wide_combos(), kWideSizes, "cpu");
 #else
-  static const Reference cuda = compute_reference(wide_combos(), kWideSizes, "cuda");
+  static const parity::Reference cuda = compute_reference(wide_combos(), kWideSizes, "cuda");
 #endif
   return cuda;
 }
@@ -603,18 +407,15 @@ TEST_P(WideLmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   const double rtol = f32 ? 1e-4 : 8e-2, loss_rtol = f32 ? 1e-4 : 2e-2;
   const size_t compared_losses = f32 ? kSteps : 2;
   const std::string name = combo_name(c);
-  const Reference& ref = wide_reference(dev);
-  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(ref.have_torch);
-  ASSERT_TRUE(ref.error.empty()) << ref.error;
-  ASSERT_TRUE(ref.models.contains(name)) << "torch has no result for " << name;
+  const parity::Reference& ref = wide_reference(dev);
+  ATTNLAB_ASSERT_PARITY_RESULT(ref, name);
   const json& r = ref.models.at(name);
-  ASSERT_FALSE(r.contains("error")) << "torch reference for " << name << ": " << r.at("error").get<std::string>();
 
   Built b = build(c, kWideSizes);
   std::unique_ptr<models::DecoderLM> model = f32_copy(*b.model, dev, compute);
   Tensor ids = b.ids.to(dev), targets = b.targets.to(dev);
   ParamList params = model->parameters();
-  AdamW opt(params, {.lr = kLr, .beta1 = kBeta1, .beta2 = kBeta2, .eps = kAdamEps, .weight_decay = kWeightDecay});
+  AdamW opt(params, kAdamW);
 
   std::vector<RefTensor> ref_grads;
   for (const Param& p : params) {
@@ -654,7 +455,7 @@ TEST_P(WideLmParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
       }
       summary << " logits " << el << ", worst grad " << worst << " (" << worst_at << ")";
     }
-    opt.step(kLr);
+    opt.step(kAdamW.lr);
   }
   std::vector<double> ref_losses = r.at("losses").get<std::vector<double>>();
   ASSERT_EQ(ref_losses.size(), losses.size());

@@ -15,24 +15,20 @@
 // post- or hybrid-norm (40), QK-norm (17, RMS for some), RMSNorm (9), SwiGLU (7) and label
 // smoothing 0.1 (11); each meets every variant and both poolings and LayerScale settings.
 //
-// All 60 models go to one python run, made by the first test that needs it.
+// All 60 models go to one python run, made by the first test that needs it. The machinery (seeded
+// weights, the reference run, the comparisons) is tests/parity_util.h's.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
-#include <iomanip>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "parity_util.h"
 #include "torch_ref.h"
-#include "autograd/node.h"
 #include "models/vit/vit.h"
 #include "optim/adamw.h"
 
-namespace fs = std::filesystem;
+namespace parity = attn::testing::parity;
 using json = nlohmann::json;
 using namespace attn;
 using models::VitConfig;
@@ -44,11 +40,11 @@ namespace {
 constexpr int64_t kChannels = 2, kHeight = 8, kWidth = 12, kPatch = 4, kD = 16, kHeads = 2, kLayers = 2,
                   kClasses = 5, kBatch = 3;
 constexpr int kSteps = 5;
-constexpr double kLr = 1e-2, kBeta1 = 0.9, kBeta2 = 0.95, kAdamEps = 1e-8, kWeightDecay = 0.1;
+constexpr AdamWConfig kAdamW{.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
 constexpr double kLayerScaleInit = 0.5;  // as in test_lm_parity: branches as heavy as the stream
 // f64 on both sides: rounding and summation order only (~1e-15..1e-14 relative, see the summary
 // lines); any real difference (a transposed grid, a wrong distance, an unrotated half) is ≥ 1e-6.
-constexpr double kRtol = 1e-9, kAtol = 1e-10;
+constexpr parity::Tolerance kTol{.rtol = 1e-9, .atol = 1e-10};
 const TensorOptions kF64{DType::F64, Device::cpu()};
 
 struct Combo {
@@ -155,38 +151,6 @@ json config_json(const Combo& c, const VitConfig& m) {
               {"label_smoothing", m.label_smoothing}};
 }
 
-json to_json(const Tensor& t) { return json{{"shape", t.shape()}, {"data", t.to_vector()}}; }
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Seeded values of a useful scale in place of the init (see test_lm_parity's randomise): class
-// token N(0, 1), learned positions N(0, 0.5), Linear weights N(0, 1/√fan_in) (q, k ×1.5), biases
-// N(0, 0.1), norm weights N(1, 0.2) and biases N(0, 0.2), LayerScale N(0.5, 0.1).
-void randomise(const ParamList& params, Generator& gen) {
-  for (const Param& p : params) {
-    const std::string& n = p.name;
-    double mean = 0, std = 0.1;
-    if (n == "cls_token") {
-      std = 1.0;
-    } else if (n == "pos_emb") {
-      std = 0.5;
-    } else if (ends_with(n, ".gamma1") || ends_with(n, ".gamma2")) {
-      mean = kLayerScaleInit;
-    } else if (n.find("norm") != std::string::npos) {
-      mean = ends_with(n, ".weight") ? 1.0 : 0.0;
-      std = 0.2;
-    } else if (ends_with(n, ".weight")) {
-      std = 1.0 / std::sqrt(static_cast<double>(p.value.size(1)));
-      if (ends_with(n, ".wq.weight") || ends_with(n, ".wk.weight")) std *= 1.5;
-    }
-    Tensor r = randn(p.value.shape(), gen, kF64, mean, std);
-    Tensor dst = p.value;
-    std::copy_n(r.data<double>(), r.numel(), dst.data<double>());
-  }
-}
-
 struct Built {
   std::unique_ptr<models::VisionTransformer> model;
   Tensor images, labels;
@@ -197,7 +161,9 @@ Built build(const Combo& c) {
   const uint64_t seed = 2000 + static_cast<uint64_t>(c.index);
   b.model = std::make_unique<models::VisionTransformer>(make_config(c), seed, DType::F64);
   Generator gen(seed * 7919);
-  randomise(b.model->parameters(), gen);
+  // Seeded weights of a useful scale (see parity::randomise): class token N(0, 1), learned
+  // positions N(0, 0.5), LayerScale N(0.5, 0.1).
+  parity::randomise(b.model->parameters(), gen, kLayerScaleInit, {{"cls_token", 1.0}, {"pos_emb", 0.5}});
   b.images = randn({kBatch, kChannels, kHeight, kWidth}, gen, kF64);
   std::vector<double> u = uniform({kBatch}, gen, kF64, 0.0, static_cast<double>(kClasses)).to_vector();
   for (double& x : u) x = std::min(std::floor(x), static_cast<double>(kClasses - 1));
@@ -205,174 +171,42 @@ Built build(const Combo& c) {
   return b;
 }
 
-struct Reference {
-  bool have_torch = false;
-  std::string error, torch_version;
-  json models;
-};
-
-Reference compute_reference() {
-  Reference ref;
-  ref.have_torch = attn::testing::torch_available();
-  if (!ref.have_torch) return ref;
-  const fs::path script = attn::testing::reference_script("vit_parity_reference.py");
-  if (!fs::exists(script)) {
-    ref.error = "reference script not found: " + script.string();
-    return ref;
-  }
-  json in;
-  in["adamw"] = {{"lr", kLr}, {"betas", {kBeta1, kBeta2}}, {"eps", kAdamEps}, {"weight_decay", kWeightDecay},
-                 {"steps", kSteps}};
-  in["models"] = json::array();
-  for (const Combo& c : make_combos()) {
-    Built b = build(c);
-    json m{{"name", combo_name(c)}, {"config", config_json(c, b.model->config)}, {"params", json::array()},
-           {"images", to_json(b.images)}, {"labels", to_json(b.labels)}};
-    for (const Param& p : b.model->parameters())
-      m["params"].push_back({{"name", p.name}, {"weight_decay", p.weight_decay}, {"shape", p.value.shape()},
-                             {"data", p.value.to_vector()}});
-    in["models"].push_back(std::move(m));
-  }
-  const fs::path dir = fs::temp_directory_path() / ("attnlab_vit_parity_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / "in.json") << in.dump();
-  const std::string cmd = attn::testing::reference_command(script, dir / "in.json", dir / "out.json");
-  if (std::system(cmd.c_str()) != 0) {
-    ref.error = "reference script failed: " + cmd + " (inputs kept in " + dir.string() + ")";
-    return ref;
-  }
-  std::ifstream f(dir / "out.json");
-  if (!f.good()) {
-    ref.error = "no output from " + cmd;
-    return ref;
-  }
-  json out = json::parse(f);
-  ref.torch_version = out.value("torch_version", "?");
-  ref.models = std::move(out["models"]);
-  fs::remove_all(dir);
-  return ref;
-}
-
-const Reference& reference() {
-  static const Reference ref = compute_reference();
-  return ref;
-}
-
-// Elementwise |ours − torch| ≤ kAtol + kRtol·|torch|; returns the max abs diff, reports the worst.
-double compare(const std::string& what, const Shape& shape, const std::vector<double>& ours, const json& j) {
-  const Shape ref_shape = j.at("shape").get<Shape>();
-  const std::vector<double> ref = j.at("data").get<std::vector<double>>();
-  if (shape != ref_shape) {
-    ADD_FAILURE() << what << ": shape " << shape_str(shape) << " vs torch " << shape_str(ref_shape);
-    return INFINITY;
-  }
-  double max_abs = 0;
-  int64_t n_bad = 0, worst = -1;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    const double d = std::isfinite(ours[i]) && std::isfinite(ref[i]) ? std::abs(ours[i] - ref[i]) : INFINITY;
-    if (d > max_abs) {
-      max_abs = d;
-      worst = static_cast<int64_t>(i);
+parity::Reference compute_reference() {
+  return parity::run_reference("vit_parity_reference.py", "attnlab_vit_parity", [] {
+    json in{{"adamw", parity::adamw_json(kAdamW, kSteps)}, {"models", json::array()}};
+    for (const Combo& c : make_combos()) {
+      Built b = build(c);
+      json m = parity::model_json(combo_name(c), config_json(c, b.model->config), b.model->parameters());
+      m["images"] = parity::to_json(b.images);
+      m["labels"] = parity::to_json(b.labels);
+      in["models"].push_back(std::move(m));
     }
-    if (d > kAtol + kRtol * std::abs(ref[i])) ++n_bad;
-  }
-  if (n_bad > 0)
-    ADD_FAILURE() << std::setprecision(17) << what << " " << shape_str(shape) << ": " << n_bad << " of "
-                  << ours.size() << " elements outside tolerance; max abs diff " << max_abs << " at " << worst
-                  << ": ours " << ours[worst] << " vs torch " << ref[worst];
-  return max_abs;
+    return in;
+  });
 }
 
-double compare(const std::string& what, const Tensor& ours, const json& j) {
-  if (!ours.defined()) {
-    ADD_FAILURE() << what << ": our tensor is undefined (no gradient?)";
-    return INFINITY;
-  }
-  return compare(what, ours.shape(), ours.to_vector(), j);
+const parity::Reference& reference() {
+  static const parity::Reference ref = compute_reference();
+  return ref;
 }
 
-struct Worst {
-  double logits = 0, loss = 0, grad = 0, losses = 0;
-  std::string grad_at;
-};
-Worst g_worst;
+parity::Worst g_worst;  // over every test of the suite, printed at its end
 
 class VitParity : public ::testing::TestWithParam<Combo> {
  public:
-  static void TearDownTestSuite() {
-    if (g_worst.grad_at.empty()) return;
-    std::cout << std::setprecision(3) << "[ parity   ] worst |ours - torch| over all ViTs: logits " << g_worst.logits
-              << ", loss " << g_worst.loss << ", grads " << g_worst.grad << " (" << g_worst.grad_at << "), losses over "
-              << kSteps << " AdamW steps " << g_worst.losses << "\n";
-  }
+  static void TearDownTestSuite() { g_worst.print("all ViTs", kSteps); }
 };
-
-// Logits, loss and every gradient after the first forward; returns nothing, records the worst.
-void compare_first_step(const std::string& name, const Built& b, const ParamList& params, const Tensor& loss,
-                        const json& r, std::ostringstream& summary) {
-  Tensor logits;
-  {
-    NoGradGuard no_grad;
-    logits = b.model->forward(b.images);
-  }
-  const double dl = compare("logits", logits, r.at("logits")), dloss = compare("loss", loss, r.at("loss"));
-  double dg = 0;
-  std::string dg_at;
-  const json& grads = r.at("grads");
-  EXPECT_EQ(grads.size(), params.size()) << "torch has gradients for " << grads.size() << " params, we have "
-                                         << params.size();
-  for (const Param& p : params) {
-    if (!grads.contains(p.name)) {
-      ADD_FAILURE() << "torch has no gradient for " << p.name;
-      continue;
-    }
-    const double d = compare("grad " + p.name, p.value.grad(), grads.at(p.name));
-    if (d >= dg) {
-      dg = d;
-      dg_at = p.name;
-    }
-  }
-  summary << " logits " << dl << ", loss " << dloss << ", grads " << dg << " (" << dg_at << ")";
-  g_worst.logits = std::max(g_worst.logits, dl);
-  g_worst.loss = std::max(g_worst.loss, dloss);
-  if (dg >= g_worst.grad) {
-    g_worst.grad = dg;
-    g_worst.grad_at = name + ": " + dg_at;
-  }
-}
 
 TEST_P(VitParity, LogitsLossGradsAndAdamWStepsMatchTorch) {
   const Combo& c = GetParam();
   const std::string name = combo_name(c);
-  const Reference& ref = reference();
-  ATTNLAB_SKIP_OR_FAIL_WITHOUT_TORCH(ref.have_torch);
-  ASSERT_TRUE(ref.error.empty()) << ref.error;
-  ASSERT_TRUE(ref.models.contains(name)) << "torch has no result for " << name;
-  const json& r = ref.models.at(name);
-  ASSERT_FALSE(r.contains("error")) << "torch reference for " << name << ": " << r.at("error").get<std::string>();
-
+  const parity::Reference& ref = reference();
+  ATTNLAB_ASSERT_PARITY_RESULT(ref, name);
   Built b = build(c);
-  ParamList params = b.model->parameters();
-  AdamW opt(params, {.lr = kLr, .beta1 = kBeta1, .beta2 = kBeta2, .eps = kAdamEps, .weight_decay = kWeightDecay});
-  std::ostringstream summary;
-  summary << std::setprecision(3) << "[ parity   ] " << name << " vs torch " << ref.torch_version << ": max |diff|";
-  std::vector<double> losses;
-  for (int step = 0; step < kSteps; ++step) {
-    opt.zero_grad();
-    Tensor loss = b.model->loss(b.images, b.labels);
-    losses.push_back(loss.item());
-    loss.backward();
-    if (step == 0) compare_first_step(name, b, params, loss, r, summary);
-    opt.step(kLr);
-  }
-  json ref_losses;
-  ref_losses["shape"] = json::array({kSteps});
-  ref_losses["data"] = r.at("losses");
-  const double dlosses = compare("losses before each AdamW step", {kSteps}, losses, ref_losses);
-  g_worst.losses = std::max(g_worst.losses, dlosses);
-  summary << ", " << kSteps << " losses " << dlosses << " (torch " << std::setprecision(6)
-          << r.at("losses").front().get<double>() << " -> " << r.at("losses").back().get<double>() << ")";
-  std::cout << summary.str() << "\n";
+  models::VisionTransformer& model = *b.model;
+  parity::check_adamw_steps(
+      name, ref, ref.models.at(name), model.parameters(), kAdamW, kSteps, kTol, g_worst,
+      [&] { return model.loss(b.images, b.labels); }, [&] { return model.forward(b.images); });
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCombos, VitParity, ::testing::ValuesIn(make_combos()),

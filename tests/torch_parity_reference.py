@@ -9,26 +9,22 @@ IN.json (written by the C++ test) holds the config, every parameter, the input x
 targets, each tensor as {"shape": [...], "data": [flat row-major list]}. This script builds
 the same one-block transformer in torch float64, with the three attention variants written
 out explicitly (no SDPA), runs forward and backward and writes OUT.json with the loss, the
-logits and the gradient of every parameter and of x.
+logits and the gradient of every parameter and of x. The tensor and file I/O are
+torch_model_reference.py's.
 """
-import json
 import math
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from torch_model_reference import dump, load, read_input, write_output  # noqa: E402
+
 PARAM_NAMES = ["ln_w", "ln_b", "Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo",
                "ln2_w", "ln2_b", "W1", "b1", "W2", "b2", "Wout"]
-
-
-def load(t, dtype=torch.float64):
-    return torch.tensor(t["data"], dtype=dtype).reshape(t["shape"])
-
-
-def dump(t):
-    t = t.detach().contiguous()
-    return {"shape": list(t.shape), "data": t.reshape(-1).tolist()}
 
 
 def visible_mask(B, N, M, causal, lengths):
@@ -65,11 +61,7 @@ def attention(q, k, v, variant, causal, lengths, scale, sigmoid_bias):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: torch_parity_reference.py IN.json OUT.json")
-    with open(sys.argv[1]) as f:
-        cfg = json.load(f)
-    torch.set_default_dtype(torch.float64)
+    cfg = read_input("torch_parity_reference.py")
 
     B, T, C, H = cfg["B"], cfg["T"], cfg["C"], cfg["H"]
     V = cfg["V"]
@@ -113,8 +105,7 @@ def main():
         "logits": dump(logits),
         "grads": grads,
     }
-    with open(sys.argv[2], "w") as f:
-        json.dump(out, f)
+    write_output(out)
 
 
 if __name__ == "__main__":
