@@ -32,6 +32,10 @@ struct KeySpec {
   std::vector<std::string> tasks;  // the tasks that have this key; empty: every task
 };
 
+// Upper bounds of size keys, shared by every part of the schema: they keep every product of sizes
+// (batch · length · width) far from int64 overflow.
+constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
+
 // Every key, in documentation order (src/train/schema.cpp).
 const std::vector<KeySpec>& schema();
 

@@ -9,11 +9,6 @@ namespace attn::tasks {
 
 using namespace config;
 
-namespace {
-// Upper bounds that keep every product of sizes (batch · length · width) far from int64 overflow.
-constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
-}  // namespace
-
 std::vector<KeySpec> transformer_keys() {
   return {
       int_key("model.d_model", "128", "Width of the residual stream.", 1, kMaxWidth),

@@ -10,8 +10,6 @@ namespace attn::config {
 
 namespace {
 
-// Upper bounds that keep every product of sizes (batch · length · width) far from int64 overflow.
-constexpr double kMaxWidth = 1 << 20, kMaxLength = 1 << 20, kMaxCount = 1e12;
 
 std::vector<KeySpec> trainer_head() {
   return {

@@ -17,13 +17,8 @@ namespace attn::tasks {
 using config::Config;
 using config::ConfigError;
 
-namespace {
-// Upper bound of a sequence length (as the trainer's sizes: far from int64 overflow in products).
-constexpr double kMaxLength = 1 << 20;
-}  // namespace
-
 std::vector<config::KeySpec> lm_keys() {
-  using namespace config;
+  using namespace config;  // the key constructors and kMaxLength
   return {
       choice_key("data.corpus", "kjv", "kjv: the King James Bible from Debian's bible-kjv; text: a UTF-8/ASCII file (data.path); shards: llm.c token shards (data.path, data.val_path).", {"kjv", "text", "shards"}),
       string_key("data.path", "", "Text file (corpus text) or training token shard (corpus shards)."),
