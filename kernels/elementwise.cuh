@@ -31,6 +31,7 @@ __device__ __forceinline__ float unary_value(UnaryOp op, float x, float p) {
       return x / (1.f + expf(-u2));
     }
     case UnaryOp::Silu: return x / (1.f + expf(-x));
+    case UnaryOp::Round: return rintf(x);  // half to even, as the CPU's nearbyint
   }
   return 0.f;
 }
@@ -59,6 +60,7 @@ __device__ __forceinline__ float unary_grad(UnaryOp op, float g, float x, float 
       const float s = 1.f / (1.f + expf(-x));  // y' = s (1 + x (1 − s))
       return g * s * (1.f + x * (1.f - s));
     }
+    case UnaryOp::Round: return 0.f;  // a step function: 0 almost everywhere
   }
   return 0.f;
 }

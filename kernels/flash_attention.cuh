@@ -158,7 +158,11 @@ struct SoftmaxPolicy {  // online max/sum, lse out
   static constexpr bool kZeroLogit = false;
   static constexpr bool kRcpOnFma = false;
 };
-struct Softmax1Policy {  // softmax with an implicit key of logit 0, value 0: rows start at m=0, l=1
+// softmax with an implicit key of logit 0, value 0: rows start at m = 0, l = 1. With p.sink set
+// (the sink variant) the implicit key's logit is sink_h instead: rows start at m = sink_h / s (m is
+// in raw q·k units; the sink is in natural-log units, not scaled), l = 1. One instantiation serves
+// both.
+struct Softmax1Policy {
   static constexpr bool kSigmoid = false;
   static constexpr bool kZeroLogit = true;
   static constexpr bool kRcpOnFma = false;
@@ -195,6 +199,7 @@ struct Params {
   bool causal;             // key j visible to query i iff j <= i + (M - N)
   const int32_t* key_len;  // [B]: keys >= key_len[b] are masked; null: none
   const float* slopes;     // [H]: ALiBi slope per head; null: no ALiBi
+  const float* sink;       // [H]: the sink logit per head (Softmax1Policy only); null: 0
 };
 
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
@@ -586,7 +591,7 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      row_max[mt][hf] = Policy::kZeroLogit ? 0.f : -INFINITY;
+      row_max[mt][hf] = Policy::kZeroLogit ? (p.sink ? p.sink[h] / p.scale : 0.f) : -INFINITY;
       // softmax_1's l = 1 lives on one lane of the quad (the quad's partial sums add up at the end).
       row_sum[mt][hf] = Policy::kZeroLogit && (lane & 3) == 0 ? 1.f : 0.f;
     }

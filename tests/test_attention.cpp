@@ -4,6 +4,7 @@
 // rows; gradients of the fused op against the composed op's autograd gradients.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -19,12 +20,16 @@ namespace {
 struct Brute {
   std::vector<double> out, lse;
   std::vector<double> dq, dk, dv;  // with a dout: the gradients of sum(out ∘ dout)
+  std::vector<double> dsink;       // sink, with a dout: [H]
 };
 
 // Straight from the definitions, one query row at a time, in long double. With `dout`, also the
 // backward by hand: dV_j += p_j·dO_i, dp_j = dO_i·V_j, dx_j = p_j·(dp_j − Σ_k p_k·dp_k) for the
-// softmax family (the +1 of softmax_1 is a constant) and dp_j·p_j·(1 − p_j) for sigmoid,
-// dQ_i += s·Σ_j dx_j·K_j, dK_j += s·dx_j·Q_i.
+// softmax family (the +1 of softmax_1 and the sink's e^{sink} are constants here) and
+// dp_j·p_j·(1 − p_j) for sigmoid, dQ_i += s·Σ_j dx_j·K_j, dK_j += s·dx_j·Q_i. clipped_softmax:
+// p = clip((ζ − γ)·π + γ, 0, 1) over the softmax π; the backward goes through the clip
+// (dπ_j = dp_j·(ζ − γ) where 0 < (ζ − γ)·π_j + γ < 1, else 0) and then the softmax's.
+// dsink_h (sink) = −Σ_i p_sink,i·Σ_j p_j·dp_j.
 Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec,
                   const Tensor* dout = nullptr) {
   int64_t B = q.size(0), H = q.size(1), N = q.size(2), M = k.size(2), D = q.size(3);
@@ -35,7 +40,10 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
   r.out.assign(B * H * N * D, 0.0);
   r.lse.assign(B * H * N, 0.0);
   std::vector<long double> dQ(dout ? Q.size() : 0, 0), dK(dout ? K.size() : 0, 0),
-      dV(dout ? V.size() : 0, 0);
+      dV(dout ? V.size() : 0, 0), dS(H, 0);
+  const std::vector<double> sink = spec.sink.defined() ? spec.sink.to_vector() : std::vector<double>();
+  const bool clipped = spec.variant == AttentionVariant::ClippedSoftmax;
+  const long double stretch = spec.clip_zeta - spec.clip_gamma;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < N; ++i) {
@@ -54,14 +62,17 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
             x[j] += spec.score_bias.data<double>()[((spec.score_bias.size(0) == 1 ? 0 : h) * N + i) * M + j];
           if (vis[j]) mx = std::max(mx, x[j]);
         }
-        std::vector<long double> p(M, 0);
-        long double denom = spec.variant == AttentionVariant::Softmax1 ? 1.0L : 0.0L;
+        std::vector<long double> p(M, 0), soft(M, 0);
+        long double denom = spec.variant == AttentionVariant::Softmax1 ? 1.0L
+                            : spec.variant == AttentionVariant::Sink   ? std::exp((long double)sink[h])
+                                                                       : 0.0L;
         for (int64_t j = 0; j < M; ++j)
           if (vis[j]) denom += std::exp(x[j]);
         for (int64_t j = 0; j < M; ++j) {
           if (!vis[j]) continue;
           if (spec.variant == AttentionVariant::Sigmoid) p[j] = 1 / (1 + std::exp(-(x[j] + spec.sigmoid_bias)));
-          else p[j] = std::exp(x[j]) / denom;
+          else p[j] = soft[j] = std::exp(x[j]) / denom;
+          if (clipped) p[j] = std::clamp(stretch * soft[j] + spec.clip_gamma, 0.0L, 1.0L);
         }
         for (int64_t d = 0; d < D; ++d) {
           long double o = 0;
@@ -80,10 +91,16 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
             dV[kj + d] += p[j] * dO[qi + d];
             dp[j] += (long double)dO[qi + d] * V[kj + d];
           }
-          p_dp += p[j] * dp[j];
+          if (clipped) {  // through the clip, onto the softmax's weights
+            const long double y = stretch * soft[j] + spec.clip_gamma;
+            dp[j] = (y > 0 && y < 1) ? dp[j] * stretch : 0;
+          }
+          p_dp += (clipped ? soft[j] : p[j]) * dp[j];
         }
+        if (spec.variant == AttentionVariant::Sink) dS[h] -= std::exp((long double)sink[h]) / denom * p_dp;
         for (int64_t j = 0; j < M; ++j) {
           dx[j] = spec.variant == AttentionVariant::Sigmoid ? dp[j] * p[j] * (1 - p[j])
+                  : clipped                                 ? soft[j] * (dp[j] - p_dp)
                                                             : p[j] * (dp[j] - p_dp);
           const int64_t kj = ((b * H + h) * M + j) * D;
           for (int64_t d = 0; d < D; ++d) {
@@ -95,11 +112,16 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
   r.dq.assign(dQ.begin(), dQ.end());
   r.dk.assign(dK.begin(), dK.end());
   r.dv.assign(dV.begin(), dV.end());
+  r.dsink.assign(dS.begin(), dS.end());
   return r;
 }
 
 const AttentionVariant kVariants[] = {AttentionVariant::Softmax, AttentionVariant::Sigmoid,
-                                      AttentionVariant::Softmax1};
+                                      AttentionVariant::Softmax1, AttentionVariant::Sink,
+                                      AttentionVariant::ClippedSoftmax};
+
+// Variants without an lse: sigmoid (none to have) and clipped_softmax (the composed op's).
+bool has_lse(AttentionVariant v) { return v != AttentionVariant::Sigmoid && v != AttentionVariant::ClippedSoftmax; }
 
 enum Mask { kFull, kCausal, kPadding, kCausalPadding };
 
@@ -112,6 +134,21 @@ AttentionSpec make_spec(AttentionVariant v, Mask m, bool alibi, int64_t B, int64
     for (int64_t b = 0; b < B; ++b) s.key_padding_lengths.push_back(std::max<int64_t>(1, M - 3 * b - 1));
   if (alibi)
     for (int64_t h = 0; h < H; ++h) s.alibi_slopes.push_back(std::pow(2.0, -8.0 * (h + 1) / H));
+  // sink: one head with a large sink logit (it takes most of the mass), one with a negative one.
+  if (v == AttentionVariant::Sink) {
+    std::vector<double> sink;
+    for (int64_t h = 0; h < H; ++h) sink.push_back(h % 2 ? -1.3 : 2.5);
+    s.sink = from_vector(sink, {H}, {DType::F64});
+  }
+  // clipped_softmax: a γ large enough that rows of 5 to 133 keys both clip weights to 0 and
+  // (with the logits spread by ×2) keep some inside (0, 1).
+  if (v == AttentionVariant::ClippedSoftmax) s.clip_gamma = -0.03, s.clip_zeta = 1.05;
+  return s;
+}
+
+// The spec for f32 inputs: the sink logits in f32 too.
+AttentionSpec in_f32(AttentionSpec s) {
+  if (s.sink.defined()) s.sink = s.sink.to(DType::F32);
   return s;
 }
 
@@ -131,13 +168,13 @@ TEST_P(AttentionCombo, FusedMatchesBruteForceAndComposed) {
     Brute ref = brute_force(q, k, v, spec);
     EXPECT_TRUE(all_close(fused.out, from_vector(ref.out, q.shape(), {DType::F64}), 1e-12, 1e-10))
         << "N=" << N << " M=" << M;
-    if (variant != AttentionVariant::Sigmoid)
+    if (has_lse(variant))
       EXPECT_TRUE(all_close(fused.lse, from_vector(ref.lse, {B, H, N}, {DType::F64}), 1e-12, 1e-10));
     else
       EXPECT_FALSE(fused.lse.defined());
     EXPECT_TRUE(all_close(attention_composed(q, k, v, spec), fused.out, 1e-12, 1e-10));
     // f32 fused against the f64 brute force: f32 rounding over D·M terms.
-    AttentionOut f32 = attention(q.to(DType::F32), k.to(DType::F32), v.to(DType::F32), spec);
+    AttentionOut f32 = attention(q.to(DType::F32), k.to(DType::F32), v.to(DType::F32), in_f32(spec));
     EXPECT_TRUE(all_close(f32.out, from_vector(ref.out, q.shape(), {DType::F64}), 2e-5, 2e-4));
   }
 }
@@ -191,7 +228,7 @@ TEST_P(AttentionCausalMoreQueries, MatchesBruteForce) {
     Tensor composed = attention_composed(q2, k2, v2, spec);
     EXPECT_TRUE(all_close(fused.out, want(ref.out, q.shape()), 1e-12, 1e-10)) << "fused O";
     EXPECT_TRUE(all_close(composed, want(ref.out, q.shape()), 1e-12, 1e-10)) << "composed O";
-    if (variant == AttentionVariant::Sigmoid) {
+    if (!has_lse(variant)) {
       EXPECT_FALSE(fused.lse.defined());
     } else {
       // Opt-in: a row with no visible key has lse = ln 0 = −∞ under softmax (softmax_1: ln 1 = 0),
@@ -234,7 +271,7 @@ TEST_P(AttentionCausalMoreQueries, MatchesBruteForce) {
     }
     // f32 fused against the f64 brute force (f32 rounding over D·M terms), and no NaN there.
     Tensor f32 = attention(q.detach().to(DType::F32), k.detach().to(DType::F32),
-                           v.detach().to(DType::F32), spec)
+                           v.detach().to(DType::F32), in_f32(spec))
                      .out;
     EXPECT_TRUE(all_close(f32, want(ref.out, q.shape()), 2e-5, 2e-4)) << "f32 fused O";
   }
@@ -259,6 +296,53 @@ INSTANTIATE_TEST_SUITE_P(AllVariants, AttentionCausalMoreQueries,
                          combo_name);
 
 }  // namespace
+
+// The sink's own gradient: fused (the op's −Σ_i e^{sink − lse_i}·D_i) and composed (autograd
+// through the concatenated logit) against the brute force, with causal masking and padding so
+// that some rows see few keys and the sink dominates them.
+TEST(Attention, SinkGradientMatchesBruteForce) {
+  const int64_t B = 2, H = 2, N = 9, M = 9, D = 4;
+  AttentionSpec spec = make_spec(AttentionVariant::Sink, kCausalPadding, false, B, H, M);
+  auto leaf = [](Tensor t) { return t.set_requires_grad(true); };
+  Tensor q = rand_tensor({B, H, N, D}, 31), k = rand_tensor({B, H, M, D}, 32), v = rand_tensor({B, H, M, D}, 33);
+  Tensor R = rand_tensor({B, H, N, D}, 34);
+  Brute ref = brute_force(q, k, v, spec, &R);
+  Tensor want = from_vector(ref.dsink, {H}, {DType::F64});
+  for (bool fused : {true, false}) {
+    AttentionSpec s = spec;
+    s.sink = leaf(spec.sink.detach().clone());
+    Tensor out = fused ? attention(q, k, v, s).out : attention_composed(q, k, v, s);
+    sum(mul(out, R)).backward();
+    EXPECT_TRUE(all_close(s.sink.grad(), want, 1e-12, 1e-10)) << (fused ? "fused" : "composed");
+  }
+  EXPECT_GT(std::abs(ref.dsink[0]), 1e-3);  // a gradient that is there to be wrong
+}
+
+// softmax_1 is the sink with its logit fixed at 0: the same outputs and lse.
+TEST(Attention, SinkAtZeroIsSoftmax1) {
+  const int64_t B = 1, H = 3, N = 6, M = 6, D = 4;
+  AttentionSpec one = make_spec(AttentionVariant::Softmax1, kCausal, false, B, H, M);
+  AttentionSpec sink = make_spec(AttentionVariant::Sink, kCausal, false, B, H, M);
+  sink.sink = zeros({H}, {DType::F64});
+  Tensor q = rand_tensor({B, H, N, D}, 41), k = rand_tensor({B, H, M, D}, 42), v = rand_tensor({B, H, M, D}, 43);
+  AttentionOut a = attention(q, k, v, one), b = attention(q, k, v, sink);
+  EXPECT_TRUE(all_close(b.out, a.out, 0, 1e-15));
+  EXPECT_TRUE(all_close(b.lse, a.lse, 0, 1e-15));
+}
+
+// clipped_softmax really clips: some weights exactly 0 and, with a sharp row, some exactly 1.
+TEST(Attention, ClippedSoftmaxReachesZeroAndOne) {
+  AttentionSpec spec;
+  spec.variant = AttentionVariant::ClippedSoftmax;
+  spec.clip_gamma = -0.025;
+  spec.clip_zeta = 1.0;
+  // One query, 4 keys: logits {8, 0, 0, 0}·(1/√1) -> softmax ≈ {0.999, 3e-4, …}: clip to {1, 0, 0, 0}.
+  Tensor q = from_vector({8}, {1, 1, 1, 1}, {DType::F64}), k = from_vector({1, 0, 0, 0}, {1, 1, 4, 1}, {DType::F64});
+  Tensor v = from_vector({1, 2, 3, 4}, {1, 1, 4, 1}, {DType::F64});
+  EXPECT_EQ(attention(q, k, v, spec).out.item(), 1.0);  // exactly V_0: the weights are 1, 0, 0, 0
+  AttentionRows r = attention_rows(q, k, spec);
+  EXPECT_EQ(r.probs.to_vector(), (std::vector<double>{1, 0, 0, 0}));
+}
 
 // The softmax_1 trap: short rows whose logits are all negative. The +1 in the
 // denominator dominates, so the row mass Σp = Σe^x / (1 + Σe^x) is far below 1 — and far below

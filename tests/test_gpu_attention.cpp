@@ -100,6 +100,39 @@ TEST(GpuAttentionSoftmax1, ShortRowsOfNegativeLogits) {
   }
 }
 
+// The sink variant on the flash kernels (softmax_1's, starting each row at the head's sink logit):
+// O, lse and dq, dk, dv within the flash tolerances of the f64 CPU op, and the sink's own
+// gradient (from the lse and D in f32) to 1e-2 of its largest entry. Causal with padding, so
+// some rows see few keys and the sink takes most of their mass; one head's sink is negative.
+TEST(GpuAttentionSink, ForwardAndSinkGradient) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t D : {64, 128}) {
+    FlashCase c{AttentionVariant::Sink, D, 2, 3, 70, 133, true, true, false, 51};
+    SCOPED_TRACE(c.name());
+    FlashInputs in = make_flash_inputs(c);
+    const Tensor sink = from_vector({2.0, -1.0, 0.25}, {3}, {DType::F64});  // exact in bf16
+    // The f64 CPU reference, with the sink a leaf.
+    Tensor q = in.q.clone().set_requires_grad(true), k = in.k.clone().set_requires_grad(true),
+           v = in.v.clone().set_requires_grad(true), s = sink.clone().set_requires_grad(true);
+    AttentionSpec spec = in.spec;
+    spec.sink = s;
+    AttentionOut r = attention(q, k, v, spec);
+    r.out.backward(in.dout);
+    // The device run: bf16 q, k, v and sink (a bf16 model's working copy of its f32 parameter).
+    Tensor qd = to_device_bf16(in.q, true), kd = to_device_bf16(in.k, true), vd = to_device_bf16(in.v, true),
+           sd = to_device_bf16(sink, true);
+    AttentionSpec dspec = in.spec;
+    dspec.sink = sd;
+    AttentionOut g = attention(qd, kd, vd, dspec);
+    ASSERT_TRUE(g.lse.defined());
+    g.out.backward(to_device_bf16(in.dout, false));
+    FlashOutputs want{r.out.detach(), r.lse, q.grad(), k.grad(), v.grad()};
+    expect_flash_matches(c, want, g.out.to_vector(), g.lse.to_vector(), qd.grad().to_vector(), kd.grad().to_vector(),
+                         vd.grad().to_vector());
+    EXPECT_TRUE(close_normalised(sd.grad().to_vector(), s.grad().to_vector(), 1, kFlashTolOut, c.name() + " dsink"));
+  }
+}
+
 // The sigmoid forward with its reciprocal on the FMA pipe (ATTNLAB_SIGMOID_RCP=fma; relative
 // error ≤ 1.05e-4 on P, far inside the bf16 tolerance): the matrix's hardest masks at both head
 // dims, and fully masked rows, which must still give O = 0 exactly.

@@ -156,6 +156,7 @@ std::vector<OpCase> all_cases() {
   add_case("relu", {OpId::Relu}, {{1031}}, [](const V& x) { return relu(x[0]); });
   add_case("gelu", {OpId::Gelu}, {{33, 31}}, [](const V& x) { return gelu(x[0]); }, -4, 4);
   add_case("silu", {OpId::Silu}, {{33, 31}}, [](const V& x) { return silu(x[0]); }, -4, 4);
+  add_case("round", {OpId::Round}, {{1031}}, [](const V& x) { return round(x[0]); }, -3, 3);
   // ---- reductions: both layouts, with and without the split into partial sums
   add_case("sum_axis", {OpId::Sum}, {{2, 3, 5}}, [](const V& x) { return sum(x[0], 1); });
   add_case("sum_last_split", {OpId::Sum}, {{3, 5000}}, [](const V& x) { return sum(x[0], -1); });

@@ -127,6 +127,8 @@ std::vector<GradCase> all_cases() {
   add_case("relu", {OpId::Relu}, {{9}}, [](const V& x) { return relu(x[0]); });
   add_case("gelu", {OpId::Gelu}, {{9}}, [](const V& x) { return gelu(x[0]); }, -4, 4);
   add_case("silu", {OpId::Silu}, {{9}}, [](const V& x) { return silu(x[0]); }, -4, 4);
+  // round: 0 almost everywhere; the random points are never within the step h of a half.
+  add_case("round", {OpId::Round}, {{9}}, [](const V& x) { return round(x[0]); }, -3, 3);
   // reductions
   add_case("sum_axis", {OpId::Sum}, {{2, 3, 5}}, [](const V& x) { return sum(x[0], 1); });
   add_case("sum_all", {OpId::Sum, OpId::Reshape}, {{3, 5}}, [](const V& x) { return sum(x[0]); });
@@ -187,6 +189,22 @@ std::vector<GradCase> all_cases() {
     add_case(n + "_masked_alibi", {OpId::Attention}, {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}},
              [v](const V& x) { return attention(x[0], x[1], x[2], spec_of(v, true, true, true)).out; });
   }
+  // sink: the gradient of the per-head logit too (a fourth input); clipped_softmax (composed).
+  auto sink_spec = [](bool masked, const Tensor& sink) {
+    AttentionSpec s = spec_of(AttentionVariant::Sink, masked, masked, masked);
+    s.sink = sink;
+    return s;
+  };
+  add_case("attention_sink_full", {OpId::Attention}, {{2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}, {2}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], sink_spec(false, x[3])).out; });
+  add_case("attention_sink_masked_alibi", {OpId::Attention}, {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}, {2}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], sink_spec(true, x[3])).out; });
+  add_case("attention_clipped_softmax", {OpId::Softmax, OpId::Relu}, {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}},
+           [](const V& x) {
+             AttentionSpec s = spec_of(AttentionVariant::ClippedSoftmax, true, true, false);
+             s.clip_gamma = -0.03;
+             return attention(x[0], x[1], x[2], s).out;
+           }, -2, 2);
   return c;
 }
 

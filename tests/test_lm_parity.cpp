@@ -87,7 +87,12 @@ struct Combo {
   bool qk_norm = false, layer_scale = false;
   // The less common paths, switched on for a spread of the combos.
   bool rms_norm = false, swiglu = false, untied = false, qk_rms = false;
+  bool gated = false;  // gated attention over `variant`
 };
+
+// The 54 combos of the three seed variants come first (index = (((v·3 + p)·3 + pl)·2 + qk)·2 + ls);
+// the variants of the outlier papers follow, each in two settings.
+constexpr int kSeedCombos = 54;
 
 const char* position_name(PositionKind p) {
   switch (p) {
@@ -115,6 +120,7 @@ std::string combo_name(const Combo& c) {
   if (c.swiglu) n += "_swiglu";
   if (c.untied) n += "_untied";
   if (c.qk_rms) n += "_qkrms";
+  if (c.gated) n += "_gated";
   return n;
 }
 
@@ -143,6 +149,23 @@ std::vector<Combo> make_combos() {
             c.qk_rms = qk && c.index % 5 == 2;
             out.push_back(c);
           }
+  // sink, clipped_softmax, and the gate over softmax and over sigmoid: plain (RoPE, pre-norm),
+  // and with ALiBi, hybrid norm, QK-norm and LayerScale.
+  const std::pair<AttentionVariant, bool> extra[] = {{AttentionVariant::Sink, false},
+                                                     {AttentionVariant::ClippedSoftmax, false},
+                                                     {AttentionVariant::Softmax, true},
+                                                     {AttentionVariant::Sigmoid, true}};
+  for (auto [v, gated] : extra)
+    for (bool rich : {false, true}) {
+      Combo c;
+      c.index = static_cast<int>(out.size());
+      c.variant = v;
+      c.gated = gated;
+      c.position = rich ? PositionKind::Alibi : PositionKind::Rope;
+      c.placement = rich ? NormPlacement::Hybrid : NormPlacement::Pre;
+      c.qk_norm = c.layer_scale = rich;
+      out.push_back(c);
+    }
   return out;
 }
 
@@ -164,6 +187,10 @@ nn::ModelConfig make_config(const Combo& c, const Sizes& z) {
   m.attention.qk_norm_kind = c.qk_rms ? NormKind::Rms : NormKind::Layer;
   m.attention.layer_scale = c.layer_scale;
   m.attention.layer_scale_init = kLayerScaleInit;
+  m.attention.gated = c.gated;
+  // clipped_softmax: a γ and ζ that clip at both ends on these short rows (T = 9 keys at most).
+  m.attention.clip_gamma = -0.05;
+  m.attention.clip_zeta = 1.02;
   m.tied_head = !c.untied;
   m.dropout = 0.0;
   return m;
@@ -185,7 +212,10 @@ json config_json(const Combo& c, const nn::ModelConfig& m) {
               {"mlp", c.swiglu ? "swiglu" : "gelu"},
               {"tied_head", !c.untied},
               {"norm_eps", m.norm_eps},
-              {"rope_base", m.attention.rope_base}};
+              {"rope_base", m.attention.rope_base},
+              {"gated", c.gated},
+              {"clip_gamma", m.attention.clip_gamma},
+              {"clip_zeta", m.attention.clip_zeta}};
 }
 
 // ---- one model, deterministically -----------------------------------------------------------
@@ -310,6 +340,7 @@ constexpr Sizes kWideSizes{37, 128, 2, 2, 70, 2};
 std::vector<Combo> wide_combos() {
   std::vector<Combo> out;
   for (const Combo& c : make_combos()) {
+    if (c.index >= kSeedCombos) continue;  // the wide models are the seed variants'
     // index = (((v·3 + p)·3 + placement)·2 + qk)·2 + ls
     const int v = c.index / 36, p = c.index / 12 % 3, pl = c.index / 4 % 3, qk = c.index / 2 % 2, ls = c.index % 2;
     if (pl == (v + p) % 3 && qk == (v + p) % 2 && ls == (v + p + 1) % 2) out.push_back(c);

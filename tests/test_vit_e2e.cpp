@@ -64,9 +64,62 @@ TEST(VitRun, CompareKeepsTasksInTheirOwnTables) {
   Result r = run("compare " + v + " " + l);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "vit runs:\n\n| variant | runs | final val loss | best val loss | val acc | test acc | "
-                              "images/s | parameters | wall time (s) |"))
+                              "images/s | kurtosis (Gaussian 3) | max ∞-norm | sink mass | row mass | parameters | "
+                              "wall time (s) |"))
       << r.out;
   EXPECT_TRUE(contains(r.out, "lm runs, measured per char:\n\n| variant | runs | final val loss")) << r.out;
+}
+
+// The inside-the-model statistics in a run's log and summary, the fake-quantised eval of its
+// checkpoint, and compare's CSV and JSON.
+TEST(VitRun, StatisticsQuantisedEvalAndCompareFormats) {
+  std::string d = scratch("vit-stats");
+  Result t = run(tiny_vit(d, 6) + " --set stats.every=3");
+  ASSERT_EQ(t.code, 0) << t.err;
+  std::vector<int64_t> train_rows, val_rows;
+  for (const auto& row : metrics(d)) {
+    if (!row.contains("stats")) continue;
+    (row["stats"] == "train" ? train_rows : val_rows).push_back(row["step"].get<int64_t>());
+    for (const char* block : {"blocks.0", "blocks.1.attn", "blocks.1.mlp"})
+      EXPECT_TRUE(row["activations"].contains(block)) << block;
+    EXPECT_EQ(row["attention"]["blocks.0.attn"]["sink_mass"].size(), 2u);  // per head
+    EXPECT_TRUE(row["weights"].contains("blocks.0.attn.wq.weight"));
+    if (row["stats"] == "train") {
+      for (const char* layer : {"patch_embed", "blocks.0", "blocks.1", "head"})
+        EXPECT_GT(row["grad_norms"][layer].get<double>(), 0) << layer;
+    }
+  }
+  EXPECT_EQ(train_rows, (std::vector<int64_t>{3, 6}));
+  EXPECT_EQ(val_rows, (std::vector<int64_t>{5, 6}));  // eval.every=5 and the last step
+  auto s = nlohmann::json::parse(slurp(d + "/summary.json"));
+  EXPECT_GT(s["final_max_kurtosis"].get<double>(), 1.0);
+  EXPECT_NEAR(s["final_row_mass"].get<double>(), 1.0, 1e-5);  // softmax rows sum to 1
+
+  Result q = run("eval " + d + " --quant w8a8");
+  ASSERT_EQ(q.code, 0) << q.err;
+  auto e = nlohmann::json::parse(q.out);
+  EXPECT_EQ(e["quant"]["full_precision"]["val_loss"], s["final_val_loss"]);
+  const double fp = e["val_loss"].get<double>(), w8a8 = e["quant"]["quantised"]["val_loss"].get<double>();
+  EXPECT_NE(fp, w8a8);                  // the rounding changed something
+  EXPECT_NEAR(w8a8, fp, 0.05 * fp);     // 8 bits on a model without outliers: a small change
+  EXPECT_TRUE(e["quant"]["activations"].contains("blocks.0.residual"));
+  for (const auto& [point, v] : e["quant"]["activations"].items()) EXPECT_NE(point.rfind("head", 0), 0u) << point;
+  EXPECT_FALSE(e["quant"]["weight_rel_error"].contains("head.weight"));
+  EXPECT_TRUE(contains(q.err, "w8a8: val_loss")) << q.err;
+  Result bad = run("eval " + d + " --quant int8");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(contains(bad.err, "quantisation scheme 'int8': expected wNaM")) << bad.err;
+
+  Result csv = run("compare --format csv " + d);
+  ASSERT_EQ(csv.code, 0) << csv.err;
+  EXPECT_TRUE(contains(csv.out, "task,unit,variant,runs,final_val_loss,final_val_loss_std,")) << csv.out;
+  EXPECT_TRUE(contains(csv.out, "final_max_kurtosis,final_max_kurtosis_std")) << csv.out;
+  EXPECT_TRUE(contains(csv.out, "\nvit,,softmax,1,")) << csv.out;
+  Result js = run("compare --format json " + d);
+  ASSERT_EQ(js.code, 0) << js.err;
+  auto j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j[0]["task"], "vit");
+  EXPECT_EQ(j[0]["rows"][0]["values"]["test_acc"][0], s["test_acc"]);
 }
 
 // configs/vit/fmnist-small.yaml for 300 steps (19,200 images, a third of an epoch) on the real

@@ -55,6 +55,7 @@ struct Combo {
   bool layer_scale = false;
   NormPlacement placement = NormPlacement::Pre;
   bool qk_norm = false, qk_rms = false, rms_norm = false, swiglu = false, smoothing = false;
+  bool gated = false;  // gated attention over `variant`
 };
 
 const char* position_name(PositionKind p) {
@@ -80,6 +81,7 @@ std::string combo_name(const Combo& c) {
   if (c.rms_norm) n += "_rmsnorm";
   if (c.swiglu) n += "_swiglu";
   if (c.smoothing) n += "_smooth";
+  if (c.gated) n += "_gated";
   return n;
 }
 
@@ -109,6 +111,25 @@ std::vector<Combo> make_combos() {
           c.smoothing = i % 11 == 2 || i % 11 == 7;
           out.push_back(c);
         }
+  // The variants of the outlier papers: sink, clipped_softmax, and the gate over softmax and over
+  // sigmoid, each with learned positions and class-token pooling, and with 2-D ALiBi, mean
+  // pooling, hybrid norm, QK-norm and LayerScale.
+  const std::pair<AttentionVariant, bool> extra[] = {{AttentionVariant::Sink, false},
+                                                     {AttentionVariant::ClippedSoftmax, false},
+                                                     {AttentionVariant::Softmax, true},
+                                                     {AttentionVariant::Sigmoid, true}};
+  for (auto [v, gated] : extra)
+    for (bool rich : {false, true}) {
+      Combo c;
+      c.index = static_cast<int>(out.size());
+      c.variant = v;
+      c.gated = gated;
+      c.position = rich ? PositionKind::Alibi : PositionKind::Learned;
+      c.pooling = rich ? VitConfig::Pooling::Mean : VitConfig::Pooling::Cls;
+      c.placement = rich ? NormPlacement::Hybrid : NormPlacement::Pre;
+      c.qk_norm = c.layer_scale = rich;
+      out.push_back(c);
+    }
   return out;
 }
 
@@ -137,6 +158,9 @@ VitConfig make_config(const Combo& c) {
   a.qk_norm_kind = c.qk_rms ? nn::NormKind::Rms : nn::NormKind::Layer;
   a.layer_scale = c.layer_scale;
   a.layer_scale_init = kLayerScaleInit;
+  a.gated = c.gated;
+  a.clip_gamma = -0.05;  // clips at both ends on these rows of 6 to 7 keys
+  a.clip_zeta = 1.02;
   return m;
 }
 
@@ -148,7 +172,8 @@ json config_json(const Combo& c, const VitConfig& m) {
               {"placement", placement_name(c.placement)}, {"norm", c.rms_norm ? "rms" : "layer"},
               {"qk_norm", c.qk_norm}, {"qk_norm_kind", c.qk_rms ? "rms" : "layer"}, {"layer_scale", c.layer_scale},
               {"mlp", c.swiglu ? "swiglu" : "gelu"}, {"norm_eps", m.norm_eps}, {"rope_base", m.attention.rope_base},
-              {"label_smoothing", m.label_smoothing}};
+              {"label_smoothing", m.label_smoothing}, {"gated", c.gated},
+              {"clip_gamma", m.attention.clip_gamma}, {"clip_zeta", m.attention.clip_zeta}};
 }
 
 struct Built {

@@ -113,6 +113,10 @@ class ExpectedParams(dict):
             if c["qk_norm"]:
                 self.norm(p + "attn.q_norm", Dh, c["qk_norm_kind"])
                 self.norm(p + "attn.k_norm", Dh, c["qk_norm_kind"])
+            if c["variant"] == "sink":
+                self[p + "attn.sink"] = ([c["n_heads"]], False)
+            if c.get("gated", False):
+                self.linear(p + "attn.gate", D, c["n_heads"], True)
             if c["mlp"] == "gelu":
                 self.linear(p + "mlp.fc1", D, 4 * D, True)
                 self.linear(p + "mlp.fc2", 4 * D, D, True)
@@ -142,9 +146,10 @@ def check_params(exp, given):
         raise ValueError("parameter set: " + "; ".join(problems))
 
 
-def attention_weights(s, variant, visible, sigmoid_bias):
+def attention_weights(s, variant, visible, sigmoid_bias, sink=None, clip=(-0.025, 1.0)):
     """p from the scores s [B, H, T, T]; `visible` a bool mask broadcasting to s, or None (every
-    key visible)."""
+    key visible). sink: the per-head logits [H] of the sink variant; clip: clipped_softmax's
+    (γ, ζ)."""
     neg_inf = torch.tensor(float("-inf"), dtype=torch.float64)
     sm = s if visible is None else torch.where(visible, s, neg_inf)
     if variant == "softmax":
@@ -161,6 +166,15 @@ def attention_weights(s, variant, visible, sigmoid_bias):
         # p_ij = σ(s_ij + b), 0 where hidden.
         p = torch.sigmoid(s + sigmoid_bias)
         return p if visible is None else torch.where(visible, p, torch.zeros((), dtype=torch.float64))
+    if variant == "sink":
+        # p_ij = exp(s_ij) / (exp(sink_h) + Σ_visible exp(s_ik)): torch's softmax over [s, sink_h],
+        # the sink column dropped (its value is 0).
+        col = sink.reshape(1, -1, 1, 1).expand(sm.shape[0], -1, sm.shape[2], 1)
+        return torch.softmax(torch.cat([sm, col], dim=-1), dim=-1)[..., :-1]
+    if variant == "clipped_softmax":
+        # clip((ζ − γ)·softmax + γ, 0, 1), Qualcomm's form.
+        gamma, zeta = clip
+        return torch.clamp((zeta - gamma) * torch.softmax(sm, dim=-1) + gamma, 0.0, 1.0)
     raise ValueError("unknown variant " + variant)
 
 
@@ -202,8 +216,12 @@ class Transformer:
         s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(Dh)  # [B, H, T, T]
         if c["position"] == "alibi":
             s = s + self.alibi_bias(T)
-        p = attention_weights(s, c["variant"], self.visible(T), self.sigmoid_bias(T))
-        o = torch.matmul(p, v).transpose(1, 2).reshape(B, T, D)
+        p = attention_weights(s, c["variant"], self.visible(T), self.sigmoid_bias(T),
+                              self.P.get(prefix + ".sink"), (c.get("clip_gamma", -0.025), c.get("clip_zeta", 1.0)))
+        o = torch.matmul(p, v)  # [B, H, T, Dh]
+        if c.get("gated", False):  # each head times σ(gate(x)) per token
+            o = o * torch.sigmoid(self.linear(prefix + ".gate", x)).transpose(1, 2).unsqueeze(-1)
+        o = o.transpose(1, 2).reshape(B, T, D)
         return self.linear(prefix + ".wo", o)
 
     def mlp(self, prefix, x):

@@ -30,11 +30,14 @@ int check_options(const AttentionBenchOptions& o) {
     if (!cuda::flash_attention_supports_head_dim(d))
       return bad("head dim " + std::to_string(d) + " is not supported (64 or 128)");
   for (const std::string& v : o.variants) {
+    AttentionVariant parsed;
     try {
-      parse_variant(v);
+      parsed = parse_variant(v);
     } catch (const std::exception& e) {
       return bad(e.what());
     }
+    if (parsed == AttentionVariant::Sink || parsed == AttentionVariant::ClippedSoftmax)
+      return bad("variant '" + v + "' has no flash kernel to benchmark (softmax, sigmoid or softmax1)");
   }
   for (const std::string& m : o.masks)
     if (m != "full" && m != "causal") return bad("mask '" + m + "' (expected full or causal)");

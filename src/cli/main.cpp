@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   train->add_option("--nan-at-step", topt.nan_at_step, "Testing: poison the loss at this step")->group("");
   train->callback([&] { exit_code = attn::train::run_training(load_config(train_args.path, train_args.sets), topt); });
 
-  auto* eval = app.add_subcommand("eval", "Validation loss of a run's checkpoint");
+  auto* eval = app.add_subcommand("eval", "Validation metrics of a run's checkpoint, optionally fake-quantised (--quant w8a8)");
   std::string eval_run, eval_ckpt;
   eval->add_option("run", eval_run, "Run directory")->required();
   std::vector<std::string> eval_sets;
@@ -63,12 +63,25 @@ int main(int argc, char** argv) {
   eval->add_option("-s,--set", eval_sets,
                    "Override a key of the run's config that does not change the model: run.device, run.precision, "
                    "run.threads, eval.batches, data.cache_dir (repeatable)");
-  eval->callback([&] { exit_code = attn::train::run_eval(eval_run, eval_ckpt, load_config("", eval_sets)); });
+  attn::train::QuantEval eval_quant;
+  eval->add_option("--quant", eval_quant.scheme,
+                   "Also evaluate fake-quantised: wNaM, e.g. w8a8 (weights symmetric per tensor, activations "
+                   "asymmetric per tensor from a running min-max; everything but the output head) or w8a16");
+  eval->add_flag("--per-channel", eval_quant.per_channel, "With --quant: one weight scale per output channel");
+  eval->add_option("--calibration-batches", eval_quant.calibration_batches,
+                   "With --quant: training batches that set the activation ranges")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  eval->callback([&] {
+    exit_code = attn::train::run_eval(eval_run, eval_ckpt, load_config("", eval_sets), eval_quant);
+  });
 
-  auto* compare = app.add_subcommand("compare", "Markdown table comparing finished runs");
+  auto* compare = app.add_subcommand("compare", "Tables comparing finished runs (markdown, CSV or JSON)");
   std::vector<std::string> compare_dirs;
+  std::string compare_format = "md";
   compare->add_option("runs", compare_dirs, "Run directories")->required();
-  compare->callback([&] { std::cout << attn::train::compare_runs(compare_dirs); });
+  compare->add_option("--format", compare_format, "md (markdown table), csv or json")
+      ->check(CLI::IsMember({"md", "csv", "json"}));
+  compare->callback([&] { std::cout << attn::train::compare_runs(compare_dirs, compare_format); });
 
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);

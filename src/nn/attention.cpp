@@ -3,7 +3,10 @@
 // o = attention(q, k, v) merged back to [B, T, D]; out = o·Woᵀ.
 #include "nn/attention.h"
 
+#include <cmath>
+
 #include "nn/positional.h"
+#include "nn/tap.h"
 
 namespace attn::nn {
 
@@ -24,13 +27,22 @@ SelfAttention::SelfAttention(const BlockConfig& c, double out_std, Generator& ge
   if (use_rope && grid.rows > 0 && head_dim % 4 != 0)
     throw std::invalid_argument("2-D RoPE needs the head dim (model.d_model / model.n_heads = " +
                                 std::to_string(head_dim) + ") divisible by 4");
-  wq = &register_module("wq", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
-  wk = &register_module("wk", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
-  wv = &register_module("wv", std::make_unique<Linear>(c.d_model, c.d_model, true, c.init_std, gen, dt));
-  wo = &register_module("wo", std::make_unique<Linear>(c.d_model, c.d_model, true, out_std, gen, dt));
+  wq = &register_module("wq", std::make_unique<Linear>(c.d_model, c.d_model, true, c.linear_init(c.init_std), gen, dt));
+  wk = &register_module("wk", std::make_unique<Linear>(c.d_model, c.d_model, true, c.linear_init(c.init_std), gen, dt));
+  wv = &register_module("wv", std::make_unique<Linear>(c.d_model, c.d_model, true, c.linear_init(c.init_std), gen, dt));
+  wo = &register_module("wo", std::make_unique<Linear>(c.d_model, c.d_model, true, c.linear_init(out_std), gen, dt));
   if (a.qk_norm) {
     q_norm = &register_module("q_norm", std::make_unique<Norm>(a.qk_norm_kind, head_dim, c.norm_eps, dt));
     k_norm = &register_module("k_norm", std::make_unique<Norm>(a.qk_norm_kind, head_dim, c.norm_eps, dt));
+  }
+  spec.clip_gamma = a.clip_gamma;
+  spec.clip_zeta = a.clip_zeta;
+  if (a.variant == AttentionVariant::Sink) sink = register_param("sink", full({c.n_heads}, a.sink_init, {dt}), false);
+  if (a.gated) {
+    if (!(a.gate_init > 0 && a.gate_init < 1))
+      throw std::invalid_argument("attention.gate_init must be in (0, 1), got " + std::to_string(a.gate_init));
+    gate = &register_module("gate", std::make_unique<Linear>(c.d_model, c.n_heads, true, c.linear_init(c.init_std), gen, dt));
+    init_constant(gate->bias, std::log(a.gate_init / (1 - a.gate_init)));
   }
 }
 
@@ -52,7 +64,13 @@ Tensor SelfAttention::forward(const Tensor& x, const std::vector<int64_t>& key_l
   AttentionSpec s = spec;
   s.key_padding_lengths = key_lengths;
   s.score_bias = working(spec.score_bias);  // in the activations' dtype (undefined stays so)
+  s.sink = working(sink);
+  if (tap()) tap()->attention(path(), q, k, s);
   Tensor o = attention(q, k, v, s).out;
+  if (gate) {  // o_h ∘ σ(gate(x))_h: [B, T, H] -> [B, H, T, 1]
+    Tensor g = sigmoid(gate->forward(x));
+    o = mul(o, reshape(permute(g, {0, 2, 1}), {B, n_heads, T, 1}));
+  }
   return wo->forward(reshape(permute(o, {0, 2, 1, 3}), {B, T, D}));
 }
 

@@ -1,4 +1,8 @@
 // Multi-head self-attention with a choice of variant, QK-norm, RoPE / ALiBi and masks.
+// sink: a learnable logit per head ("sink", [H], no weight decay). Gated attention (Bondarenko et
+// al., 2023): each head's output is multiplied per token by σ(gate(x))_h, gate a Linear
+// d_model -> n_heads whose bias starts at ln(g/(1 − g)) so the gate starts near g (0.25, their
+// OPT recipe); it works over any variant.
 // With attention.grid.rows > 0 (a ViT's patches) RoPE and ALiBi are 2-D (nn/positional.h):
 // rope_2d on q and k, and ALiBi as a [H, T, T] score bias built once for the grid's T tokens.
 #pragma once
@@ -23,6 +27,8 @@ class SelfAttention : public Module {
   PositionGrid grid;  // rows = 0: 1-D positions
   Linear *wq, *wk, *wv, *wo;
   Norm *q_norm = nullptr, *k_norm = nullptr;  // over the head dim, shared across heads
+  Linear* gate = nullptr;                      // gated attention
+  Tensor sink;                                 // sink variant: [H]
 };
 
 }  // namespace attn::nn

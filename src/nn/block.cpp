@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "nn/tap.h"
+
 namespace attn::nn {
 
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen) {
@@ -38,21 +40,35 @@ Tensor TransformerBlock::scaled(const Tensor& branch, const Tensor& gamma) const
 }
 
 Tensor TransformerBlock::forward(const Tensor& x, const std::vector<int64_t>& key_lengths) const {
+  // The branches' raw outputs (the attention output projection, the MLP's second linear) and the
+  // block's output are what the Qualcomm outlier statistics look at; a tap sees them here.
+  auto attn_out = [&](const Tensor& in) { return seen(attn->forward(in, key_lengths), attn->path()); };
+  auto mlp_out = [&](const Tensor& in) { return seen(mlp->forward(in), mlp->path()); };
+  Tensor out;
   switch (placement) {
     case NormPlacement::Pre: {
-      Tensor h = add(x, scaled(attn->forward(norm1->forward(x), key_lengths), gamma1));
-      return add(h, scaled(mlp->forward(norm2->forward(h)), gamma2));
+      Tensor h = quant_point("residual", add(x, scaled(attn_out(norm1->forward(x)), gamma1)));
+      out = add(h, scaled(mlp_out(norm2->forward(h)), gamma2));
+      break;
     }
     case NormPlacement::Post: {
-      Tensor h = norm1->forward(add(x, scaled(attn->forward(x, key_lengths), gamma1)));
-      return norm2->forward(add(h, scaled(mlp->forward(h), gamma2)));
+      Tensor h = norm1->forward(quant_point("residual", add(x, scaled(attn_out(x), gamma1))));
+      out = norm2->forward(add(h, scaled(mlp_out(h), gamma2)));
+      break;
     }
     case NormPlacement::Hybrid: {
-      Tensor h = add(x, scaled(post_norm1->forward(attn->forward(norm1->forward(x), key_lengths)), gamma1));
-      return add(h, scaled(post_norm2->forward(mlp->forward(norm2->forward(h))), gamma2));
+      Tensor h = quant_point("residual", add(x, scaled(post_norm1->forward(attn_out(norm1->forward(x))), gamma1)));
+      out = add(h, scaled(post_norm2->forward(mlp_out(norm2->forward(h))), gamma2));
+      break;
     }
   }
-  throw std::logic_error("TransformerBlock: bad placement");
+  if (!out.defined()) throw std::logic_error("TransformerBlock: bad placement");
+  return seen(quant_point("", out), path());
+}
+
+Tensor TransformerBlock::seen(const Tensor& x, const std::string& path) const {
+  if (tap()) tap()->activation(path, x);
+  return x;
 }
 
 }  // namespace attn::nn

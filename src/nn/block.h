@@ -35,6 +35,7 @@ class TransformerBlock : public Module {
 
  private:
   Tensor scaled(const Tensor& branch, const Tensor& gamma) const;
+  Tensor seen(const Tensor& x, const std::string& path) const;  // x, shown to the tap
 };
 
 }  // namespace attn::nn

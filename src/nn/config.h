@@ -14,6 +14,19 @@ enum class NormPlacement { Pre, Post, Hybrid };
 enum class PositionKind { None, Learned, Sinusoidal, Rope, Alibi };
 enum class MlpKind { Gelu, SwiGlu };
 
+// How a Linear's weights start. normal: N(0, std), biases 0 (GPT-2; init_std, scaled for the
+// output projections when the model says so). fan_in: PyTorch's nn.Linear default,
+// U(−1/√fan_in, 1/√fan_in) for weights and biases alike (std 1/√(3·fan_in)); it trains a small
+// ViT faster than N(0, 0.02) (experiments/vit-fmnist-variants/README.md).
+enum class InitKind { Normal, FanIn };
+
+struct LinearInit {
+  LinearInit(double s) : std(s) {}  // NOLINT: a plain std means normal, as before
+  LinearInit(InitKind k, double s) : kind(k), std(s) {}
+  InitKind kind = InitKind::Normal;
+  double std = 0.02;
+};
+
 // Tokens laid out on a grid (a ViT's patches, row-major after `prefix` tokens such as a class
 // token): RoPE and ALiBi become 2-D. rows = 0: a 1-D sequence.
 struct PositionGrid {
@@ -31,6 +44,10 @@ struct AttentionConfig {
   PositionGrid grid;
   bool layer_scale = false;  // LayerScale on both residual branches of each block
   double layer_scale_init = 1e-4;
+  bool gated = false;        // gated attention over `variant` (nn/attention.h)
+  double gate_init = 0.25;   // σ of the gate at init
+  double sink_init = 0;      // the sink variant's logits at init (0: softmax_1 at the start)
+  double clip_gamma = -0.025, clip_zeta = 1.0;  // clipped_softmax's γ and ζ
 };
 
 struct BlockConfig {
@@ -41,9 +58,12 @@ struct BlockConfig {
   NormKind norm = NormKind::Layer;
   NormPlacement placement = NormPlacement::Pre;
   double init_std = 0.02;
+  InitKind init = InitKind::Normal;  // the Linears' (embeddings and tokens stay N(0, init_std))
   double dropout = 0.0;  // on each residual branch
   double norm_eps = 1e-5;
   AttentionConfig attention;
+
+  LinearInit linear_init(double std) const { return {init, std}; }
 };
 
 // The decoder LM: blocks plus its own keys.

@@ -1,20 +1,28 @@
 #include "nn/layers.h"
 
+#include <cmath>
+
 namespace attn::nn {
 
-Linear::Linear(int64_t in, int64_t out, bool with_bias, double init_std, Generator& gen, DType dt) {
+Linear::Linear(int64_t in, int64_t out, bool with_bias, LinearInit init, Generator& gen, DType dt) {
+  if (init.kind == InitKind::FanIn) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    weight = register_param("weight", uniform({out, in}, gen, {dt}, -bound, bound), true);
+    if (with_bias) bias = register_param("bias", uniform({out}, gen, {dt}, -bound, bound), false);
+    return;
+  }
   Tensor w = Tensor::empty({out, in}, dt);
-  init_normal(w, init_std, gen);
+  init_normal(w, init.std, gen);
   weight = register_param("weight", w, true);
   if (with_bias) bias = register_param("bias", zeros({out}, {dt}), false);
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  return linear(x, working(weight), working(bias));
+  return quant_point("out", linear(quant_point("in", x), working(weight), working(bias)));
 }
 
 Tensor Linear::forward_gelu(const Tensor& x) const {
-  return linear_gelu(x, working(weight), working(bias));
+  return quant_point("out", linear_gelu(quant_point("in", x), working(weight), working(bias)));
 }
 
 Embedding::Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt) {
@@ -42,10 +50,10 @@ int64_t mlp_hidden_size(const BlockConfig& c) {
 Mlp::Mlp(const BlockConfig& c, double out_std, Generator& gen, DType dt) : kind(c.mlp) {
   int64_t h = mlp_hidden_size(c);
   bool bias = c.mlp == MlpKind::Gelu;
-  fc1 = &register_module("fc1", std::make_unique<Linear>(c.d_model, h, bias, c.init_std, gen, dt));
+  fc1 = &register_module("fc1", std::make_unique<Linear>(c.d_model, h, bias, c.linear_init(c.init_std), gen, dt));
   if (kind == MlpKind::SwiGlu)
-    gate = &register_module("gate", std::make_unique<Linear>(c.d_model, h, false, c.init_std, gen, dt));
-  fc2 = &register_module("fc2", std::make_unique<Linear>(h, c.d_model, bias, out_std, gen, dt));
+    gate = &register_module("gate", std::make_unique<Linear>(c.d_model, h, false, c.linear_init(c.init_std), gen, dt));
+  fc2 = &register_module("fc2", std::make_unique<Linear>(h, c.d_model, bias, c.linear_init(out_std), gen, dt));
 }
 
 Tensor Mlp::forward(const Tensor& x) const {

@@ -9,7 +9,7 @@ namespace attn::nn {
 // y = x·Wᵀ + b, W [out, in] (PyTorch's layout).
 class Linear : public Module {
  public:
-  Linear(int64_t in, int64_t out, bool bias, double init_std, Generator& gen, DType dt);
+  Linear(int64_t in, int64_t out, bool bias, LinearInit init, Generator& gen, DType dt);
   Tensor forward(const Tensor& x) const;
   Tensor forward_gelu(const Tensor& x) const;  // gelu(forward(x)), fused on CUDA (linear_gelu)
   Tensor weight, bias;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "nn/quant_point.h"
 #include "ops/ops.h"
 
 namespace attn::nn {
@@ -50,6 +51,25 @@ void Module::set_compute_dtype(DType dt) {
 }
 
 Tensor Module::working(const Tensor& p) const { return compute_dtype_ && p.defined() ? cast(p, *compute_dtype_) : p; }
+
+void Module::walk(const std::string& path, const std::function<void(Module&)>& f) {
+  path_ = path;
+  f(*this);
+  for (auto& [name, child] : children_) child->walk(path.empty() ? name : path + "." + name, f);
+}
+
+void Module::set_tap(Tap* tap) {
+  walk("", [tap](Module& m) { m.tap_ = tap; });
+}
+
+void Module::set_quantizer(ActivationQuantizer* q) {
+  walk("", [q](Module& m) { m.quantizer_ = q; });
+}
+
+Tensor Module::quant_point(const char* suffix, const Tensor& x) const {
+  if (!quantizer_) return x;
+  return quantizer_->at(*suffix ? (path_.empty() ? std::string(suffix) : path_ + "." + suffix) : path_, x);
+}
 
 void Module::set_training(bool on) {
   training_ = on;

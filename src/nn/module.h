@@ -2,6 +2,7 @@
 // Parameters are registered once at construction; parameters() walks the tree and returns them
 // with dotted names ("blocks.0.attn.wq.weight") in registration order.
 #pragma once
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -11,6 +12,9 @@
 #include "tensor/tensor.h"
 
 namespace attn::nn {
+
+class Tap;
+class ActivationQuantizer;
 
 class Module {
  public:
@@ -37,12 +41,24 @@ class Module {
   void set_compute_dtype(DType dt);
   std::optional<DType> compute_dtype() const { return compute_dtype_; }
 
+  // Shows the forward's insides to `tap` (nn/tap.h) from every module of the tree; null stops
+  // it. Each module learns its dotted path ("blocks.3.attn"), which names what it reports.
+  void set_tap(Tap* tap);
+  Tap* tap() const { return tap_; }
+  const std::string& path() const { return path_; }
+  // Lets `q` (nn/quant_point.h) replace activations at the tree's quantisation points; null
+  // stops it.
+  void set_quantizer(ActivationQuantizer* q);
+
  protected:
   // p (a parameter, or any tensor) in the compute dtype, differentiably; p itself when none is
   // set or p is undefined (an absent bias).
   Tensor working(const Tensor& p) const;
   // The tensor becomes a leaf that requires grad.
   Tensor register_param(const std::string& name, Tensor value, bool weight_decay);
+  // x at the quantisation point "<path>.<suffix>" ("<path>" when suffix is empty): x itself,
+  // or what the quantizer makes of it when one is set.
+  Tensor quant_point(const char* suffix, const Tensor& x) const;
   template <class M>
   M& register_module(const std::string& name, std::unique_ptr<M> m) {
     M& ref = *m;
@@ -52,10 +68,15 @@ class Module {
 
  private:
   void collect(const std::string& prefix, ParamList& out) const;
+  // Sets every module's path, then applies f to it, down the tree.
+  void walk(const std::string& path, const std::function<void(Module&)>& f);
   std::vector<Param> params_;
   std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
   bool training_ = true;
   std::optional<DType> compute_dtype_;
+  Tap* tap_ = nullptr;
+  ActivationQuantizer* quantizer_ = nullptr;
+  std::string path_;
 };
 
 // Initialisers (in place, seeded; the same numbers on every device).

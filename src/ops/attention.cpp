@@ -16,6 +16,8 @@ const char* variant_name(AttentionVariant v) {
     case AttentionVariant::Softmax: return "softmax";
     case AttentionVariant::Sigmoid: return "sigmoid";
     case AttentionVariant::Softmax1: return "softmax1";
+    case AttentionVariant::Sink: return "sink";
+    case AttentionVariant::ClippedSoftmax: return "clipped_softmax";
   }
   return "?";
 }
@@ -24,8 +26,10 @@ AttentionVariant parse_variant(const std::string& name) {
   if (name == "softmax") return AttentionVariant::Softmax;
   if (name == "sigmoid") return AttentionVariant::Sigmoid;
   if (name == "softmax1" || name == "softmax_1") return AttentionVariant::Softmax1;
+  if (name == "sink") return AttentionVariant::Sink;
+  if (name == "clipped_softmax") return AttentionVariant::ClippedSoftmax;
   throw std::invalid_argument("unknown attention variant '" + name +
-                              "' (expected softmax, sigmoid or softmax1)");
+                              "' (expected softmax, sigmoid, softmax1, sink or clipped_softmax)");
 }
 
 AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -48,6 +52,17 @@ AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
     throw std::invalid_argument("attention: alibi_slopes has " +
                                 std::to_string(spec.alibi_slopes.size()) + " entries for " +
                                 std::to_string(d.H) + " heads");
+  if (spec.variant == AttentionVariant::Sink) {
+    const Tensor& s = spec.sink;
+    if (!s.defined() || s.dim() != 1 || s.size(0) != d.H)
+      throw std::invalid_argument("attention: the sink variant needs spec.sink [H] = [" + std::to_string(d.H) + "], got " +
+                                  (s.defined() ? shape_str(s.shape()) : std::string("none")));
+    if (s.dtype() != q.dtype() || !(s.device() == q.device()))
+      throw std::invalid_argument("attention: spec.sink must have q's dtype and device");
+  }
+  if (spec.variant == AttentionVariant::ClippedSoftmax && !(spec.clip_gamma <= 0 && spec.clip_zeta >= 1))
+    throw std::invalid_argument("attention: clipped_softmax needs γ <= 0 and ζ >= 1, got γ = " +
+                                std::to_string(spec.clip_gamma) + ", ζ = " + std::to_string(spec.clip_zeta));
   if (const Tensor& sb = spec.score_bias; sb.defined()) {
     if (sb.dim() != 3 || (sb.size(0) != d.H && sb.size(0) != 1) || sb.size(1) != d.N || sb.size(2) != d.M)
       throw std::invalid_argument("attention: score_bias must be [H or 1, N, M] = [" + std::to_string(d.H) +
@@ -63,23 +78,34 @@ AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
 
 namespace {
 
-cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec) {
+cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec, const std::vector<double>& sink) {
   cpu::AttnKind kind = spec.variant == AttentionVariant::Softmax   ? cpu::AttnKind::Softmax
                        : spec.variant == AttentionVariant::Sigmoid ? cpu::AttnKind::Sigmoid
+                       : spec.variant == AttentionVariant::Sink    ? cpu::AttnKind::Sink
                                                                    : cpu::AttnKind::Softmax1;
   return {d.B, d.H, d.N, d.M, d.D, kind, d.scale, spec.sigmoid_bias, spec.causal,
           spec.key_padding_lengths.empty() ? nullptr : spec.key_padding_lengths.data(),
-          spec.alibi_slopes.empty() ? nullptr : spec.alibi_slopes.data()};
+          spec.alibi_slopes.empty() ? nullptr : spec.alibi_slopes.data(), sink.empty() ? nullptr : sink.data()};
 }
 
+
+
 }  // namespace
+
+Tensor sink_grad(const Tensor& sink, const Tensor& lse, const Tensor& o, const Tensor& g) {
+  const int64_t H = sink.size(0);
+  Tensor D = sum(mul(g, o), 3);                             // [B, H, N]
+  Tensor p_sink = exp(sub(reshape(sink, {1, H, 1}), lse));  // [B, H, N]
+  return neg(sum(sum(mul(p_sink, D), 2), 0));               // [H]
+}
 
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec) {
   AttnDims d = check_attention_args(q, k, v, spec);
   // An arbitrary additive score term (a ViT's 2-D ALiBi) is in neither the CPU tiles nor the
   // flash kernels: the composed op computes it on either device. It materialises P, [B, H, N, M],
   // which is tiny for the sequences that use it (a 28x28 image in 4x4 patches: 50 tokens).
-  if (spec.score_bias.defined()) return {attention_composed(q, k, v, spec), Tensor()};
+  if (spec.score_bias.defined() || spec.variant == AttentionVariant::ClippedSoftmax)
+    return {attention_composed(q, k, v, spec), Tensor()};
   if (q.device().is_cuda()) {
     // The flash kernels are bf16 with head dim 64 or 128 and a positive scale; the f32 CUDA
     // path (parity tests, f32 runs), other head dims and scales take the composed op, which
@@ -98,25 +124,32 @@ AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   }
   check_cpu(q, "attention");
   bool has_lse = spec.variant != AttentionVariant::Sigmoid;
+  const bool sink = spec.variant == AttentionVariant::Sink;
+  const std::vector<double> sink_values = sink ? spec.sink.to_vector() : std::vector<double>();
   Tensor o = Tensor::empty(q.shape(), q.dtype());
   Tensor lse = has_lse ? Tensor::empty({d.B, d.H, d.N}, q.dtype()) : Tensor();
   dispatch_float(q.dtype(), "attention", [&](auto tag) {
     using T = decltype(tag);
-    cpu::attention_forward<T>(cpu_shape(d, spec), q.data<T>(), k.data<T>(), v.data<T>(),
+    cpu::attention_forward<T>(cpu_shape(d, spec, sink_values), q.data<T>(), k.data<T>(), v.data<T>(),
                               o.data<T>(), has_lse ? lse.data<T>() : nullptr);
   });
+  std::vector<Tensor> inputs = {q, k, v};
+  if (sink) inputs.push_back(spec.sink);
   Tensor out = autograd::record(
-      OpId::Attention, o, {q, k, v},
-      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), lse, d, spec](const Tensor& g) {
+      OpId::Attention, o, inputs,
+      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), sd = sink ? spec.sink.detach() : Tensor(),
+       lse, d, spec, sink_values](const Tensor& g) {
         Tensor dq = Tensor::empty(qd.shape(), qd.dtype()), dk = Tensor::empty(kd.shape(), kd.dtype()),
                dv = Tensor::empty(vd.shape(), vd.dtype());
         dispatch_float(qd.dtype(), "attention backward", [&](auto tag) {
           using T = decltype(tag);
-          cpu::attention_backward<T>(cpu_shape(d, spec), qd.data<T>(), kd.data<T>(), vd.data<T>(),
+          cpu::attention_backward<T>(cpu_shape(d, spec, sink_values), qd.data<T>(), kd.data<T>(), vd.data<T>(),
                                      od.data<T>(), lse.defined() ? lse.data<T>() : nullptr,
                                      g.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
         });
-        return std::vector<Tensor>{dq, dk, dv};
+        std::vector<Tensor> grads = {dq, dk, dv};
+        if (sd.defined()) grads.push_back(sink_grad(sd, lse, od, g));
+        return grads;
       });
   return {out, lse};
 }

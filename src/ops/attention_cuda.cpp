@@ -19,8 +19,10 @@ cuda::FlashVariant flash_variant(AttentionVariant v) {
     case AttentionVariant::Softmax: return cuda::FlashVariant::Softmax;
     case AttentionVariant::Sigmoid: return cuda::FlashVariant::Sigmoid;
     case AttentionVariant::Softmax1: return cuda::FlashVariant::Softmax1;
+    case AttentionVariant::Sink: return cuda::FlashVariant::Sink;
+    case AttentionVariant::ClippedSoftmax: break;  // attention() sends it to the composed op
   }
-  throw std::invalid_argument("attention: unknown variant");
+  throw std::invalid_argument(std::string("attention: no flash kernel for the ") + variant_name(v) + " variant");
 }
 
 template <class T>
@@ -53,6 +55,8 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
     key_len = from_vector(len, {d.B}, {DType::I32, dev});
   }
   if (!spec.alibi_slopes.empty()) slopes = from_vector(spec.alibi_slopes, {d.H}, {DType::F32, dev});
+  const bool with_sink = spec.variant == AttentionVariant::Sink;
+  Tensor sink32 = with_sink ? cast(spec.sink.detach(), DType::F32) : Tensor();
 
   cuda::FlashAttnConfig cfg;
   cfg.B = d.B;
@@ -66,6 +70,7 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   cfg.causal = spec.causal;
   cfg.key_len = cptr<int32_t>(key_len);
   cfg.alibi_slopes = cptr<float>(slopes);
+  cfg.sink = cptr<float>(sink32);
   cfg.sigmoid_rcp_fma = cuda::sigmoid_rcp_fma_requested();
   cfg.device = dev.index;
 
@@ -75,10 +80,12 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   cuda::flash_attention_forward(cfg, cptr<bf16>(q), cptr<bf16>(k), cptr<bf16>(v), mptr<bf16>(o),
                                 mptr<float>(lse));
 
+  std::vector<Tensor> inputs = {q, k, v};
+  if (with_sink) inputs.push_back(spec.sink);
   Tensor out = autograd::record(
-      OpId::Attention, o, {q, k, v},
-      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), lse, key_len, slopes,
-       cfg, dev](const Tensor& g) {
+      OpId::Attention, o, inputs,
+      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), lse, key_len, slopes, sink32,
+       sink_dtype = with_sink ? spec.sink.dtype() : DType::F32, cfg, dev](const Tensor& g) {
         Tensor gd = g.device() == dev ? g : g.to(dev);
         if (gd.dtype() != DType::BF16) gd = gd.to(DType::BF16);
         Tensor dq = Tensor::empty(qd.shape(), DType::BF16, dev);
@@ -90,7 +97,10 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
                                        cptr<bf16>(od), cptr<float>(lse), cptr<bf16>(gd),
                                        mptr<bf16>(dq), mptr<bf16>(dk), mptr<bf16>(dv),
                                        mptr<float>(dq_accum), mptr<float>(dsum));
-        return std::vector<Tensor>{dq, dk, dv};
+        if (!sink32.defined()) return std::vector<Tensor>{dq, dk, dv};
+        // The sink's gradient from the lse and D in f32 (od and gd are bf16).
+        Tensor dsink = sink_grad(sink32, lse, cast(od, DType::F32), cast(gd, DType::F32));
+        return std::vector<Tensor>{dq, dk, dv, cast(dsink, sink_dtype)};
       });
   return {out, lse};
 }

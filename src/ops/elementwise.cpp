@@ -261,6 +261,7 @@ T unary_value(OpId op, T x, double p) {
     case OpId::Relu: return x > T(0) ? x : T(0);
     case OpId::Gelu: return T(0.5) * x * (T(1) + std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x)));
     case OpId::Silu: return x / (T(1) + std::exp(-x));
+    case OpId::Round: return std::nearbyint(x);  // half to even (the default rounding mode), as torch.round
     default: throw std::logic_error("unary_value: not a unary op");
   }
 }
@@ -288,6 +289,7 @@ T unary_derivative(OpId op, T x, T y, double p) {
       T s = T(1) / (T(1) + std::exp(-x));  // y' = s (1 + x (1 - s))
       return s * (T(1) + x * (T(1) - s));
     }
+    case OpId::Round: return T(0);  // a step function: 0 almost everywhere
     default: throw std::logic_error("unary_derivative: not a unary op");
   }
 }
@@ -361,6 +363,7 @@ cuda::UnaryOp cuda_unop(OpId op) {
     case OpId::Relu: return cuda::UnaryOp::Relu;
     case OpId::Gelu: return cuda::UnaryOp::Gelu;
     case OpId::Silu: return cuda::UnaryOp::Silu;
+    case OpId::Round: return cuda::UnaryOp::Round;
     default: throw std::logic_error("cuda_unop: not a unary op");
   }
 }
@@ -437,5 +440,6 @@ Tensor sigmoid(const Tensor& x) { return unary(OpId::Sigmoid, x); }
 Tensor relu(const Tensor& x) { return unary(OpId::Relu, x); }
 Tensor gelu(const Tensor& x) { return unary(OpId::Gelu, x); }
 Tensor silu(const Tensor& x) { return unary(OpId::Silu, x); }
+Tensor round(const Tensor& x) { return unary(OpId::Round, x); }
 
 }  // namespace attn

@@ -43,6 +43,9 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);  // tanh approximation (GPT-2)
 Tensor silu(const Tensor& x);
+// Nearest integer, halves to even (torch.round); its gradient is 0 (a step function), so it is
+// for evaluation (fake quantisation), not for training through.
+Tensor round(const Tensor& x);
 
 // ---- reduce.cpp -------------------------------------------------------------------------
 Tensor sum(const Tensor& x);  // all elements -> 0-d
@@ -106,9 +109,16 @@ Tensor rope(Tensor&& x, double base = 10000.0, int64_t offset = 0);
 Tensor cast(const Tensor& x, DType dtype);
 
 // ---- attention.cpp / attention_composed.cpp ---------------------------------------------
-enum class AttentionVariant { Softmax, Sigmoid, Softmax1 };
+// softmax, sigmoid, softmax_1, and the variants the outlier papers compare:
+//   sink:            softmax with one extra key per head of learnable logit sink_h and value 0
+//                    (gpt-oss): P = exp(S) / (exp(sink_h) + Σ exp(S)); softmax_1 is sink_h = 0.
+//   clipped_softmax: clip((ζ − γ)·softmax(S) + γ, 0, 1) (Bondarenko et al., 2023), γ < 0, ζ ≥ 1:
+//                    small weights become exactly 0, large ones exactly 1.
+// (Gated attention multiplies the output by a gate: it is the model's, nn/attention.h.)
+enum class AttentionVariant { Softmax, Sigmoid, Softmax1, Sink, ClippedSoftmax };
 const char* variant_name(AttentionVariant v);
-AttentionVariant parse_variant(const std::string& name);  // softmax | sigmoid | softmax1
+// softmax | sigmoid | softmax1 (softmax_1) | sink | clipped_softmax
+AttentionVariant parse_variant(const std::string& name);
 
 struct AttentionSpec {
   AttentionVariant variant = AttentionVariant::Softmax;
@@ -117,6 +127,9 @@ struct AttentionSpec {
   bool causal = false;       // key j visible to query i when j <= i + (M - N)
   std::vector<int64_t> key_padding_lengths;  // per batch: keys >= length are masked; empty = none
   std::vector<double> alibi_slopes;          // per head: adds -slope·|i + (M - N) - j|; empty = none
+  Tensor sink;                 // sink: the per-head logits [H] (q's dtype and device), differentiable
+  double clip_gamma = -0.025;  // clipped_softmax: γ (< 0) and ζ (≥ 1); Qualcomm's BERT default
+  double clip_zeta = 1.0;
   // Any additive score term [H or 1, N, M] (q's dtype and device), added to the scaled scores
   // like ALiBi (a ViT's 2-D ALiBi); undefined = none. The CPU tiles and the flash kernels take
   // no such tensor, so attention() computes a spec with one by the composed op (P materialised;
@@ -131,12 +144,27 @@ struct AttentionOut {
 
 // Fused attention. q [B, H, N, D], k and v [B, H, M, D]. The forward tiles over keys with an
 // online max/sum; the backward recomputes P tile by tile: no N x M tensor is ever kept.
-// A query row with no visible key gives O = 0. With a spec.score_bias: the composed op instead
-// (CPU and CUDA), lse undefined.
+// A query row with no visible key gives O = 0. With a spec.score_bias, and for clipped_softmax
+// (the clip needs the final normalised P, which the online form does not have until the last
+// key): the composed op instead (CPU and CUDA), lse undefined. sink: fused on the CPU (its lse
+// includes the sink, and the backward also gives ∂L/∂sink), composed on CUDA (no flash kernel
+// yet).
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec);
 
 // The same maths from primitive ops (materialises P; for tests and small sizes).
 Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionSpec& spec);
+
+// The scores and the attention weights of some query rows, from primitive ops (any device):
+// what the fused kernels compute and never keep. logits [B, H, R, M] = s·q·kᵀ plus the spec's
+// position terms, −inf where a key is hidden; probs [B, H, R, M] the variant's P (softmax_1's
+// without its extra key, so its rows sum to less than 1; sigmoid's without normalisation).
+// rows: query indices (empty: all N). attention_composed is probs·V over all rows.
+struct AttentionRows {
+  Tensor logits, probs;
+  std::vector<int64_t> rows;
+};
+AttentionRows attention_rows(const Tensor& q, const Tensor& k, const AttentionSpec& spec,
+                             std::vector<int64_t> rows = {});
 
 }  // namespace attn

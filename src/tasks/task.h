@@ -57,6 +57,10 @@ class Task {
 
   // compare's columns for this task's summaries.
   virtual std::vector<Column> compare_columns() const = 0;
+
+  // The modules (dotted paths of model()) that fake quantisation keeps in full precision: the
+  // output head, weights and activations (`attnlab eval --quant`).
+  virtual std::vector<std::string> full_precision_modules() const { return {"head"}; }
 };
 
 }  // namespace attn::tasks

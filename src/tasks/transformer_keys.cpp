@@ -22,8 +22,14 @@ std::vector<KeySpec> transformer_keys() {
       choice_key("model.position", "rope", "Positions: none, learned, sinusoidal, rope or alibi (standard geometric slopes).", {"none", "learned", "sinusoidal", "rope", "alibi"}),
       float_key("model.rope_base", "10000", "RoPE frequency base.", 1),
       float_key("model.init_std", "0.02", "Std of the normal init of weights and embeddings.", 0, 10, true),
+      choice_key("model.init", "normal", "The Linears' init. normal: N(0, init_std), biases 0 (GPT-2). fan_in: PyTorch's nn.Linear default U(±1/√fan_in) for weights and biases; embeddings, class token and positions stay N(0, init_std).", {"normal", "fan_in"}),
       float_key("model.dropout", "0", "Dropout on each residual branch.", 0, 0.99),
-      choice_key("attention.variant", "softmax", "softmax; sigmoid: σ(qk·s + b); softmax1: softmax with an extra zero logit (quiet attention).", {"softmax", "sigmoid", "softmax1"}),
+      choice_key("attention.variant", "softmax", "softmax; sigmoid: σ(qk·s + b); softmax1: softmax with an extra zero logit (quiet attention); sink: an extra key per head with a learnable logit and value 0; clipped_softmax: clip((ζ − γ)·softmax + γ, 0, 1); gated: attention.gated_base with each head's output times σ(Linear(x)).", {"softmax", "sigmoid", "softmax1", "sink", "clipped_softmax", "gated"}),
+      choice_key("attention.gated_base", "softmax", "The variant under the gate when attention.variant is gated.", {"softmax", "sigmoid", "softmax1", "sink", "clipped_softmax"}),
+      float_key("attention.gate_init", "0.25", "Gated attention: σ of the gate at init (its bias is ln(g/(1 − g))).", 1e-6, 1 - 1e-6),
+      float_key("attention.sink_init", "0", "The sink variant: initial sink logit of every head.", -1e6, 1e6),
+      float_key("attention.clip_gamma", "-0.025", "clipped_softmax: γ (<= 0); weights below −γ/(ζ − γ) become 0.", -1e6, 0),
+      float_key("attention.clip_zeta", "1", "clipped_softmax: ζ (>= 1); weights above (1 − γ)/(ζ − γ) become 1.", 1, 1e6),
       auto_allowed(float_key("attention.sigmoid_bias", "auto", "b of sigmoid attention (auto: -ln n, n the tokens a query attends to in training: model.seq_len for the LM). Unused by the other variants.", -1e6, 1e6)),
       bool_key("attention.qk_norm", "false", "Normalise q and k per head (over the head dim) before the product."),
       choice_key("attention.qk_norm_kind", "layer", "QK-norm kind: layer or rms.", {"layer", "rms"}),
@@ -43,6 +49,7 @@ nn::BlockConfig block_config(const Config& c) {
   m.placement = pl == "pre" ? nn::NormPlacement::Pre : pl == "post" ? nn::NormPlacement::Post : nn::NormPlacement::Hybrid;
   m.norm_eps = c.get_float("model.norm_eps");
   m.init_std = c.get_float("model.init_std");
+  m.init = c.get_string("model.init") == "fan_in" ? nn::InitKind::FanIn : nn::InitKind::Normal;
   m.dropout = c.get_float("model.dropout");
   nn::AttentionConfig& a = m.attention;
   const std::string& pos = c.get_string("model.position");
@@ -52,7 +59,13 @@ nn::BlockConfig block_config(const Config& c) {
                : pos == "rope"       ? nn::PositionKind::Rope
                                      : nn::PositionKind::Alibi;
   a.rope_base = c.get_float("model.rope_base");
-  a.variant = parse_variant(c.get_string("attention.variant"));
+  const std::string& variant = c.get_string("attention.variant");
+  a.gated = variant == "gated";
+  a.variant = parse_variant(a.gated ? c.get_string("attention.gated_base") : variant);
+  a.gate_init = c.get_float("attention.gate_init");
+  a.sink_init = c.get_float("attention.sink_init");
+  a.clip_gamma = c.get_float("attention.clip_gamma");
+  a.clip_zeta = c.get_float("attention.clip_zeta");
   a.sigmoid_bias = c.get_float("attention.sigmoid_bias");
   a.qk_norm = c.get_bool("attention.qk_norm");
   a.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;

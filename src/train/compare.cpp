@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -131,8 +132,34 @@ std::vector<std::string> differing_keys(const std::vector<std::vector<const RunR
 }
 
 
-// One table: runs of one task and one unit (bits per char and per token are different measures).
-std::string table(const std::vector<const RunRecord*>& runs) {
+// The inside-the-model statistics of the last evaluation (summary.json's final_* from
+// stats.eval); a column is shown when every run of the table has it.
+const std::vector<tasks::Column>& stats_columns() {
+  static const std::vector<tasks::Column> cols = {
+      {"final_max_kurtosis", "kurtosis (Gaussian 3)", "{:.3g}"},
+      {"final_max_inf_norm", "max ∞-norm", "{:.3g}"},
+      {"final_sink_mass", "sink mass", "{:.3f}"},
+      {"final_row_mass", "row mass", "{:.3f}"},
+  };
+  return cols;
+}
+
+// One table as cells: runs of one task and one unit (bits per char and per token are different
+// measures). Each cell keeps its numbers (the runs' values) for the JSON output.
+struct Table {
+  std::string task, unit;
+  std::vector<std::string> headers, keys;  // keys: "variant", "runs", then the summary keys
+  struct Row {
+    std::string label;
+    size_t runs;
+    std::vector<std::string> cells;             // formatted, one per column after variant and runs
+    std::vector<std::vector<double>> values;    // the runs' numbers, one list per such column
+    std::vector<std::string> dirs;
+  };
+  std::vector<Row> rows;
+};
+
+Table table(const std::vector<const RunRecord*>& runs) {
   std::vector<std::vector<const RunRecord*>> groups;
   for (const RunRecord* rp : runs) {
     const RunRecord& r = *rp;
@@ -141,48 +168,115 @@ std::string table(const std::vector<const RunRecord*>& runs) {
     else it->push_back(&r);
   }
   std::vector<std::string> diff = differing_keys(groups);
-  const std::string unit = runs[0]->summary.value("unit", "");
-  const std::vector<tasks::Column> cols = columns_of(task_of(runs[0]->summary));
-  std::string out = "| variant | runs |", rule = "|---|---|";
+  Table t{task_of(runs[0]->summary), runs[0]->summary.value("unit", ""), {"variant", "runs"}, {"variant", "runs"}, {}};
+  std::vector<tasks::Column> cols = columns_of(t.task);
+  for (const tasks::Column& c : stats_columns())
+    if (std::all_of(runs.begin(), runs.end(), [&](const RunRecord* r) { return r->summary.contains(c.key) && r->summary[c.key].is_number(); }))
+      cols.insert(cols.end() - 2, c);  // before parameters and wall time
   for (const tasks::Column& c : cols) {
     std::string h = c.header;
-    if (size_t at = h.find("{unit}"); at != std::string::npos) h.replace(at, 6, unit);
-    out += " " + h + " |";
-    rule += "---|";
+    if (size_t at = h.find("{unit}"); at != std::string::npos) h.replace(at, 6, t.unit);
+    t.headers.push_back(h);
+    t.keys.push_back(c.key);
   }
-  out += "\n" + rule + "\n";
   for (const auto& g : groups) {
-    std::string label = g[0]->config.at("attention.variant");
-    for (const std::string& k : diff) label += fmt::format(" {}={}", k, value_of(g[0]->config, k));
-    out += fmt::format("| {} | {} |", label, g.size());
+    Table::Row row{g[0]->config.at("attention.variant"), g.size(), {}, {}, {}};
+    for (const std::string& k : diff) row.label += fmt::format(" {}={}", k, value_of(g[0]->config, k));
+    for (const RunRecord* r : g) row.dirs.push_back(r->dir);
     for (const tasks::Column& c : cols) {
       std::vector<double> v;
       for (const RunRecord* r : g) v.push_back(r->summary.at(c.key).get<double>());
-      out += fmt::format(" {} |", c.key == "parameters" ? fmt::format("{:.0f}", v[0]) : mean_std(v, c.format.c_str()));
+      row.cells.push_back(c.key == "parameters" ? fmt::format("{:.0f}", v[0]) : mean_std(v, c.format.c_str()));
+      row.values.push_back(std::move(v));
     }
+    t.rows.push_back(std::move(row));
+  }
+  return t;
+}
+
+std::string markdown(const Table& t) {
+  std::string out = "|", rule = "|";
+  for (const std::string& h : t.headers) out += " " + h + " |", rule += "---|";
+  out += "\n" + rule + "\n";
+  for (const Table::Row& r : t.rows) {
+    out += fmt::format("| {} | {} |", r.label, r.runs);
+    for (const std::string& c : r.cells) out += " " + c + " |";
     out += "\n";
   }
   return out;
 }
 
+// RFC 4180: a field with a comma, quote or newline is quoted, its quotes doubled.
+std::string csv_field(const std::string& f) {
+  if (f.find_first_of(",\"\n") == std::string::npos) return f;
+  std::string q = "\"";
+  for (char ch : f) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
+// One line per configuration: task, unit, then the columns, means only (a std is a column of its
+// own, <key>_std, empty for a single run), so a spreadsheet reads numbers.
+std::string csv(const std::vector<Table>& tables) {
+  std::string out;
+  for (const Table& t : tables) {
+    out += "task,unit,variant,runs";
+    for (size_t i = 2; i < t.keys.size(); ++i) out += fmt::format(",{},{}", csv_field(t.keys[i]), csv_field(t.keys[i] + "_std"));
+    out += "\n";
+    for (const Table::Row& r : t.rows) {
+      out += fmt::format("{},{},{},{}", csv_field(t.task), csv_field(t.unit), csv_field(r.label), r.runs);
+      for (const std::vector<double>& v : r.values) {
+        double m = 0, var = 0;
+        for (double x : v) m += x;
+        m /= static_cast<double>(v.size());
+        for (double x : v) var += (x - m) * (x - m);
+        out += fmt::format(",{}", m);
+        out += v.size() > 1 ? fmt::format(",{}", std::sqrt(var / static_cast<double>(v.size() - 1))) : ",";
+      }
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+std::string json(const std::vector<Table>& tables) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const Table& t : tables) {
+    nlohmann::json jt = {{"task", t.task}, {"unit", t.unit}, {"rows", nlohmann::json::array()}};
+    for (const Table::Row& r : t.rows) {
+      nlohmann::json jr = {{"label", r.label}, {"runs", r.dirs}};
+      for (size_t i = 2; i < t.keys.size(); ++i) jr["values"][t.keys[i]] = r.values[i - 2];
+      jt["rows"].push_back(std::move(jr));
+    }
+    out.push_back(std::move(jt));
+  }
+  return out.dump(2) + "\n";
+}
+
 }  // namespace
 
-std::string compare_runs(const std::vector<std::string>& run_dirs) {
+std::string compare_runs(const std::vector<std::string>& run_dirs, const std::string& format) {
+  if (format != "md" && format != "csv" && format != "json")
+    throw ConfigError("compare: --format must be md, csv or json, got '" + format + "'");
   const std::vector<RunRecord> runs = load_runs(run_dirs);
   // One table per (task, unit), in order of first appearance; never two tasks in one table.
   std::vector<std::pair<std::string, std::string>> kinds;
   auto kind_of = [](const RunRecord& r) { return std::pair{task_of(r.summary), r.summary.value("unit", "")}; };
   for (const RunRecord& r : runs)
     if (std::find(kinds.begin(), kinds.end(), kind_of(r)) == kinds.end()) kinds.push_back(kind_of(r));
-  std::string out;
+  std::vector<Table> tables;
   for (const auto& kind : kinds) {
     std::vector<const RunRecord*> of_kind;
     for (const RunRecord& r : runs)
       if (kind_of(r) == kind) of_kind.push_back(&r);
-    if (kinds.size() > 1)
-      out += fmt::format("{}{} runs{}:\n\n", out.empty() ? "" : "\n", kind.first,
-                         kind.second.empty() ? "" : ", measured per " + kind.second);
-    out += table(of_kind);
+    tables.push_back(table(of_kind));
+  }
+  if (format == "csv") return csv(tables);
+  if (format == "json") return json(tables);
+  std::string out;
+  for (const Table& t : tables) {
+    if (tables.size() > 1)
+      out += fmt::format("{}{} runs{}:\n\n", out.empty() ? "" : "\n", t.task, t.unit.empty() ? "" : ", measured per " + t.unit);
+    out += markdown(t);
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "autograd/node.h"
+#include "metrics/fake_quant.h"
 #include "tasks/device.h"
 #include "tasks/registry.h"
 #include "train/checkpoint.h"
@@ -15,7 +16,39 @@ namespace fs = std::filesystem;
 
 namespace attn::train {
 
-int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested) {
+namespace {
+
+// Fake-quantises `task`'s model in place and evaluates it: calibration over the training stream
+// (from the checkpoint's position), then the validation set with every point quantised.
+nlohmann::json quantised_eval(tasks::Task& task, const QuantEval& q, const nlohmann::json& fp) {
+  metrics::QuantScheme scheme = metrics::parse_quant_scheme(q.scheme);
+  scheme.per_channel = q.per_channel;
+  nn::Module& model = task.model();
+  const std::vector<std::string> keep = task.full_precision_modules();
+  nlohmann::json weights = metrics::quantize_weights(model.parameters(), scheme, keep);
+  metrics::ActivationFakeQuant acts(scheme.act_bits, keep);
+  model.set_quantizer(&acts);
+  fmt::print(stderr, "calibrating {} activation ranges on {} training batches ...\n", scheme.name(), q.calibration_batches);
+  for (int64_t b = 0; b < q.calibration_batches; ++b) task.next_train_loss();
+  acts.set_mode(metrics::ActivationFakeQuant::Mode::Quantize);
+  nlohmann::json after = task.evaluate();
+  model.set_quantizer(nullptr);
+  fmt::print(stderr, "full precision: {}\n{}: {}\n", task.describe(fp), scheme.name(), task.describe(after));
+  return {{"scheme", scheme.name()}, {"calibration_batches", q.calibration_batches}, {"full_precision", fp},
+          {"quantised", after}, {"weight_rel_error", weights}, {"activations", acts.report()},
+          {"full_precision_modules", keep}};
+}
+
+}  // namespace
+
+int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested, const QuantEval& quant) {
+  if (!quant.scheme.empty()) {  // a bad scheme fails before any work, as a usage error (exit 2)
+    try {
+      metrics::parse_quant_scheme(quant.scheme);
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(std::string("eval --quant: ") + e.what());
+    }
+  }
   Config cfg = reopen(requested, Reopen::Eval, run_dir);
   set_threads(cfg.get_int("run.threads"));
   std::string ckpt = checkpoint;
@@ -28,9 +61,14 @@ int run_eval(const std::string& run_dir, const std::string& checkpoint, const Co
   std::unique_ptr<tasks::Task> task = tasks::make_task(cfg.get_string("task"));
   task->prepare(cfg, run_dir, tasks::run_device(cfg));
   TrainState s = load_checkpoint(ckpt, task->model(), nullptr);
+  task->set_position(s.data_position);  // calibration batches: the stream where training stopped
   NoGradGuard no_grad;
   task->model().set_training(false);
   nlohmann::json out = task->evaluate();
+  if (!quant.scheme.empty()) {
+    const nlohmann::json fp = out;
+    out["quant"] = quantised_eval(*task, quant, fp);
+  }
   out["checkpoint"] = ckpt;
   out["step"] = s.step;
   out["batches"] = task->validation_batches();

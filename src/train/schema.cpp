@@ -40,6 +40,9 @@ std::vector<KeySpec> trainer_tail() {
       int_key("log.every", "10", "Steps between metric rows (and progress lines).", 1, kMaxCount),
       int_key("eval.every", "200", "Steps between evaluations (and at the end).", 1, kMaxCount),
       int_key("eval.batches", "20", "Validation batches per evaluation (0: the whole split).", 0, kMaxCount),
+      int_key("stats.every", "100", "Steps between inside-the-model statistics of a training batch (activation kurtosis and ∞-norm, attention sink and row mass, weight kurtosis, gradient norm per layer) in metrics.jsonl (0: only at evaluations).", 0, kMaxCount),
+      bool_key("stats.eval", "true", "The same statistics over the validation set at every evaluation (and their summary in summary.json)."),
+      int_key("stats.attention_rows", "16", "Query rows per attention layer the attention statistics recompute (evenly spaced, the last included).", 1, kMaxLength),
       int_key("checkpoint.every", "500", "Steps between checkpoints (and at the end).", 1, kMaxCount),
       int_key("checkpoint.keep", "2", "Checkpoints kept.", 1, 1000000),
   };

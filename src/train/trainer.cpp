@@ -6,9 +6,12 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 #include <fmt/format.h>
 
 #include "autograd/node.h"
+#include "metrics/model_stats.h"
+#include "metrics/param_stats.h"
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
@@ -128,16 +131,49 @@ std::string last_good_checkpoint(const std::string& dir) {
   return out;
 }
 
-nlohmann::json eval_row(Run& r) {
+// A row of inside-the-model statistics for metrics.jsonl: {"step", "stats": "train" | "val",
+// "summary", "activations", "attention", "weights" (kurtosis per matrix), "grad_norms" (per
+// layer; training rows)}.
+nlohmann::json stats_row(const Run& r, const char* of, const metrics::ModelStats& stats, nlohmann::json grad_norms) {
+  nlohmann::json row = stats.report();
+  row["step"] = r.state.step;
+  row["stats"] = of;
+  row["weights"] = metrics::weight_kurtosis(r.task->model().parameters());
+  if (!grad_norms.is_null()) row["grad_norms"] = std::move(grad_norms);
+  return row;
+}
+
+// The validation metrics; with stats.eval, the model's statistics over the same batches
+// (`stats_out`: their row).
+nlohmann::json eval_row(Run& r, nlohmann::json* stats_out = nullptr) {
+  std::optional<metrics::ModelStats> stats;
+  if (stats_out && r.cfg.get_bool("stats.eval")) {
+    stats.emplace(r.cfg.get_int("stats.attention_rows"));
+    r.task->model().set_tap(&*stats);
+  }
   nlohmann::json row = evaluate(*r.task);
+  r.task->model().set_tap(nullptr);
   r.state.best_val_loss = std::min(r.state.best_val_loss, row["val_loss"].get<double>());
   row["step"] = r.state.step;
+  if (stats) *stats_out = stats_row(r, "val", *stats, nullptr);
   return row;
+}
+
+// "kurtosis 5.1 (Gaussian 3) | max ∞-norm 12 | sink 0.21" from a stats row, for the progress line.
+std::string describe_stats(const nlohmann::json& row) {
+  const nlohmann::json& s = row.value("summary", nlohmann::json::object());
+  std::string out;
+  if (s.contains("max_kurtosis"))
+    out += fmt::format(" | kurtosis {:.3g} (Gaussian 3), ∞-norm {:.3g}", s["max_kurtosis"].get<double>(),
+                       s["max_inf_norm"].get<double>());
+  if (s.contains("sink_mass"))
+    out += fmt::format(" | sink {:.3f}, row mass {:.3f}", s["sink_mass"].get<double>(), s["row_mass"].get<double>());
+  return out;
 }
 
 // summary.json: what compare reads. final_<metric> for each number of the last evaluation, the
 // task's final metrics (a test set), throughput in the task's items.
-void write_summary(Run& r, const nlohmann::json& last_eval) {
+void write_summary(Run& r, const nlohmann::json& last_eval, const nlohmann::json& last_stats) {
   const std::string items = r.task->items_per_micro_batch().second;
   nlohmann::json s = {
       {"task", r.cfg.get_string("task")},
@@ -158,21 +194,39 @@ void write_summary(Run& r, const nlohmann::json& last_eval) {
     if (value.is_number()) s["final_" + key] = value;
     else s[key] = value;  // the unit
   }
+  // The last evaluation's statistics summary: final_max_kurtosis, final_sink_mass, ...
+  if (last_stats.contains("summary"))
+    for (const auto& [key, value] : last_stats["summary"].items()) s["final_" + key] = value;
   const nlohmann::json final_metrics = r.task->final_metrics();
   for (const auto& [key, value] : final_metrics.items()) s[key] = value;
   write_atomic(r.dir + "/summary.json", s.dump(2) + "\n");
 }
 
-// One optimizer step over grad_accum micro-batches; returns {mean loss, grad norm}.
-std::pair<double, double> train_step(Run& r, int64_t accum, double clip) {
+struct StepResult {
+  double loss, grad_norm;
+  nlohmann::json stats;  // a stats row when this step collected one
+};
+
+// One optimizer step over grad_accum micro-batches. With `stats`, the first micro-batch's
+// forward is shown to it and the per-layer gradient norms (before clipping) join its row.
+StepResult train_step(Run& r, int64_t accum, double clip, metrics::ModelStats* stats) {
   double loss_sum = 0;
   for (int64_t m = 0; m < accum; ++m) {
+    if (stats && m == 0) r.task->model().set_tap(stats);
     Tensor loss = r.task->next_train_loss();
+    r.task->model().set_tap(nullptr);
     loss_sum += loss.item();
     (accum > 1 ? mul(loss, 1.0 / static_cast<double>(accum)) : loss).backward();
   }
+  nlohmann::json grad_norms = stats ? metrics::grad_norms_by_layer(r.opt->params()) : nlohmann::json();
   double norm = clip_grad_norm(r.opt->params(), clip);
-  return {loss_sum / static_cast<double>(accum), norm};
+  StepResult out{loss_sum / static_cast<double>(accum), norm, nlohmann::json()};
+  if (stats) {
+    r.state.step += 1;  // the row is the step's, as the loss row is
+    out.stats = stats_row(r, "train", *stats, std::move(grad_norms));
+    r.state.step -= 1;
+  }
+  return out;
 }
 
 bool is_finished(const Run& r) { return r.state.step >= r.cfg.get_int("train.steps"); }
@@ -192,16 +246,19 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
   const int64_t tokens_per_step = accum * items_per_micro_batch;
   const std::string rate_key = items + "_per_s", rate_unit = items == "tokens" ? "tok/s" : items == "images" ? "img/s" : items + "/s";
   int64_t log_every = c.get_int("log.every"), eval_every = c.get_int("eval.every"), ckpt_every = c.get_int("checkpoint.every");
+  const int64_t stats_every = c.get_int("stats.every"), stats_rows = c.get_int("stats.attention_rows");
   bool tty = isatty(STDERR_FILENO);
   std::string tag = c.get_string("attention.variant");
-  nlohmann::json last_eval;
+  nlohmann::json last_eval, last_stats;
   r.task->model().set_training(true);
   StopSignal stop;
   while (r.state.step < steps) {
     if (int sig = StopSignal::pending()) return stop_on_signal(r, log, sig);
     auto t0 = Clock::now();
     double lr = r.schedule.at(r.state.step);
-    auto [loss, norm] = train_step(r, accum, c.get_float("train.clip"));
+    std::optional<metrics::ModelStats> stats;
+    if (stats_every > 0 && (r.state.step + 1) % stats_every == 0) stats.emplace(stats_rows);
+    auto [loss, norm, stats_train] = train_step(r, accum, c.get_float("train.clip"), stats ? &*stats : nullptr);
     if (r.state.step + 1 == opt.nan_at_step) loss = NAN;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       r.opt->zero_grad();
@@ -228,18 +285,22 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
                    r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
       }
     }
+    if (!stats_train.is_null()) log.write(stats_train);
     if (r.state.step % eval_every == 0 || is_last) {
-      last_eval = eval_row(r);
+      last_stats = nlohmann::json();
+      last_eval = eval_row(r, &last_stats);
       log.write(last_eval);
+      if (!last_stats.is_null()) log.write(last_stats);
       if (!opt.quiet)
-        fmt::print(stderr, "{}[{}] step {} {}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval));
+        fmt::print(stderr, "{}[{}] step {} {}{}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval),
+                   describe_stats(last_stats));
     }
     if (r.state.step % ckpt_every == 0 || is_last) checkpoint(r, log);
     if (r.state.step == opt.abort_after_step) std::raise(SIGKILL);
   }
   if (int sig = StopSignal::pending(); sig && !is_finished(r)) return stop_on_signal(r, log, sig);
-  if (last_eval.is_null()) last_eval = eval_row(r);  // resumed a run that had finished its steps
-  write_summary(r, last_eval);
+  if (last_eval.is_null()) last_eval = eval_row(r, &last_stats);  // resumed a run that had finished its steps
+  write_summary(r, last_eval, last_stats);
   if (!opt.quiet) fmt::print(stderr, "[{}] done: {}\n", tag, r.dir);
   return 0;
 }

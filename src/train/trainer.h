@@ -26,7 +26,16 @@ int run_training(Config cfg, const TrainOptions& opt);
 // Validation loss of a run's checkpoint (the newest that verifies when checkpoint is empty), printed
 // as JSON, in eval mode. The given keys of `requested` (its --set) may change only what
 // saved_config.h allows for an eval (say run.device=cpu for a run trained on a GPU).
-int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested);
+// quant: empty, or a fake-quantisation scheme ("w8a8", "w8a16"; metrics/fake_quant.h) to
+// evaluate the checkpoint with, after `calibration_batches` training batches set the activation
+// ranges; per_channel: one weight scale per output row.
+struct QuantEval {
+  std::string scheme;
+  bool per_channel = false;
+  int64_t calibration_batches = 16;
+};
+int run_eval(const std::string& run_dir, const std::string& checkpoint, const Config& requested,
+             const QuantEval& quant = {});
 
 // Throughput (tokens/s, images/s) of forward + backward + AdamW for the config's task on its
 // training stream (train/bench_train.cpp).

@@ -2,10 +2,13 @@
 //   x_ij = s·q_i·k_j - slope·|i + off - j|  (masked entries: -inf / P = 0)
 //   softmax family: m' = max(m, max_j x_ij); l = l·e^{m-m'} + Σ e^{x_ij - m'};
 //                   acc = acc·e^{m-m'} + Σ e^{x_ij - m'} v_j;  O = acc / l, lse = m + log l
-//                   softmax starts m = -inf, l = 0; softmax_1 starts m = 0, l = 1 (the +1).
+//                   softmax starts m = -inf, l = 0; softmax_1 starts m = 0, l = 1 (the +1);
+//                   sink starts m = sink_h, l = 1 (e^{sink_h - m}): the extra key enters l and
+//                   lse, not acc (its value is 0). softmax_1 is the sink fixed at 0.
 //   sigmoid:        acc += Σ σ(x_ij + b) v_j;  O = acc.
 // Backward (P recomputed per tile):
-//   softmax family: P = e^{x - lse}, D_i = dO_i·O_i, dS = P∘(dO·Vᵀ - D)
+//   softmax family: P = e^{x - lse}, D_i = dO_i·O_i, dS = P∘(dO·Vᵀ - D)  (the sink's own
+//                   gradient, -Σ_i e^{sink - lse_i}·D_i, is the op's: ops/attention.cpp)
 //   sigmoid:        P = σ(x + b),    dS = P∘(1 - P)∘(dO·Vᵀ)
 //   dV += Pᵀ·dO;  dQ += s·dS·K;  dK += s·dSᵀ·Q.
 #include "backend/cpu/attention_cpu.h"
@@ -89,8 +92,11 @@ void forward_tile(const Tile& t, const ConstRows<T>& Qt, const ConstRows<T>& K, 
   const T neg_inf = -std::numeric_limits<T>::infinity();
   bool sigm = p.kind == AttnKind::Sigmoid;
   Mat<T> acc = Mat<T>::Zero(t.bq, p.D), S, P;
-  Col<T> m = Col<T>::Constant(t.bq, p.kind == AttnKind::Softmax1 ? T(0) : neg_inf);
-  Col<T> l = Col<T>::Constant(t.bq, p.kind == AttnKind::Softmax1 ? T(1) : T(0));
+  // The first "key" of the online form: none (softmax), logit 0 (softmax_1) or sink_h (sink).
+  const bool extra = p.kind == AttnKind::Softmax1 || p.kind == AttnKind::Sink;
+  const T start = p.kind == AttnKind::Sink ? static_cast<T>(p.sink[t.h]) : T(0);
+  Col<T> m = Col<T>::Constant(t.bq, extra ? start : neg_inf);
+  Col<T> l = Col<T>::Constant(t.bq, extra ? T(1) : T(0));
   int64_t end = t.visible_end();
   for (int64_t j0 = 0; j0 < end; j0 += kBlockK) {
     int64_t bk = std::min(kBlockK, end - j0);

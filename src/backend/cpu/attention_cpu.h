@@ -7,7 +7,7 @@
 
 namespace attn::cpu {
 
-enum class AttnKind { Softmax, Sigmoid, Softmax1 };
+enum class AttnKind { Softmax, Sigmoid, Softmax1, Sink };
 
 struct AttnShape {
   int64_t B, H, N, M, D;  // batch, heads, queries, keys, head dim
@@ -17,6 +17,7 @@ struct AttnShape {
   bool causal;            // key j visible to query i iff j <= i + (M - N)
   const int64_t* key_len; // per batch, or null
   const double* slopes;   // ALiBi per head, or null: adds -slope·|i + (M - N) - j|
+  const double* sink = nullptr;  // Sink: the extra key's logit per head (value 0)
 };
 
 // lse: [B, H, N] for the softmax family (ignored for sigmoid, may be null).

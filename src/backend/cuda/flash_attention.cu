@@ -37,6 +37,7 @@ void check_config(const FlashAttnConfig& c) {
   // Positive: the kernels take the row max of unscaled scores (kernels/flash_attention.cuh).
   if (!(c.scale > 0.f && c.scale - c.scale == 0.f))
     bad("scale must be finite and > 0, got " + std::to_string(c.scale));
+  if (c.variant == FlashVariant::Sink && !c.sink) bad("the sink variant needs the sink logits (config.sink)");
 }
 
 fl::Params make_params(const FlashAttnConfig& c) {
@@ -50,6 +51,7 @@ fl::Params make_params(const FlashAttnConfig& c) {
   p.causal = c.causal;
   p.key_len = c.key_len;
   p.slopes = c.alibi_slopes;
+  p.sink = c.variant == FlashVariant::Sink ? c.sink : nullptr;
   return p;
 }
 
@@ -69,7 +71,8 @@ void dispatch(const FlashAttnConfig& c, bool forward, F&& f) {
       else
         with_dim(fl::SigmoidPolicy{});
       return;
-    case FlashVariant::Softmax1: with_dim(fl::Softmax1Policy{}); return;
+    case FlashVariant::Softmax1:
+    case FlashVariant::Sink: with_dim(fl::Softmax1Policy{}); return;  // the sink rides in Params
   }
   bad("unknown variant");
 }

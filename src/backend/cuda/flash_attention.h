@@ -12,7 +12,9 @@
 
 namespace attn::cuda {
 
-enum class FlashVariant { Softmax, Sigmoid, Softmax1 };
+// Sink: softmax_1's kernels with the extra key's logit sink_h (natural log, not scaled by s)
+// instead of 0; its own gradient is the caller's (−Σ_i e^{sink − lse_i}·D_i).
+enum class FlashVariant { Softmax, Sigmoid, Softmax1, Sink };
 
 // One call's shapes and options. All pointers are device memory.
 struct FlashAttnConfig {
@@ -25,6 +27,7 @@ struct FlashAttnConfig {
   bool causal = false;     // key j visible to query i iff j <= i + (M - N)
   const int32_t* key_len = nullptr;      // [B]: keys >= key_len[b] masked; null: no padding
   const float* alibi_slopes = nullptr;   // [H]: adds -slope·|i + (M - N) - j|; null: no ALiBi
+  const float* sink = nullptr;           // [H] f32, Sink only: the sink logit per head
   // Sigmoid forward only: the reciprocal in σ = 1/(1 + e) by Newton steps on the FMA pipe
   // instead of the special-function unit (relative error ≤ 1.05e-4; kernels/NOTES.md).
   bool sigmoid_rcp_fma = false;
@@ -46,7 +49,7 @@ inline bool sigmoid_rcp_fma_requested() {
 
 // q [B, H, N, D], k, v [B, H, M, D] -> o [B, H, N, D]; lse [B, H, N] (natural log, f32) for the
 // softmax family (ignored for sigmoid, may be null). Rows that see no key: o = 0; lse = -inf
-// (softmax) or 0 (softmax_1).
+// (softmax), 0 (softmax_1) or sink_h (sink).
 void flash_attention_forward(const FlashAttnConfig& c, const bf16* q, const bf16* k, const bf16* v,
                              bf16* o, float* lse);
 

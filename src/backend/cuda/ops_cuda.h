@@ -26,7 +26,7 @@ void fill(DType dt, void* out, int64_t n, double value, int device);
 void convert(DType out_dt, void* out, DType in_dt, const void* in, int64_t n, int device);
 
 // ---- elementwise (kernels/elementwise.cuh) ----------------------------------------------------
-enum class UnaryOp : uint8_t { Neg, Exp, Log, Sqrt, Rsqrt, Pow, Tanh, Sigmoid, Relu, Gelu, Silu };
+enum class UnaryOp : uint8_t { Neg, Exp, Log, Sqrt, Rsqrt, Pow, Tanh, Sigmoid, Relu, Gelu, Silu, Round };
 enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
 
 // y = f(x); p is pow's exponent.

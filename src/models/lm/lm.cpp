@@ -24,7 +24,7 @@ DecoderLM::DecoderLM(const ModelConfig& c, uint64_t seed, DType dt) : config(c),
   if (c.placement != NormPlacement::Post)
     final_norm = &register_module("final_norm", std::make_unique<Norm>(c.norm, c.d_model, c.norm_eps, dt));
   if (!c.tied_head)
-    head = &register_module("head", std::make_unique<Linear>(c.d_model, c.vocab_size, false, c.init_std, gen, dt));
+    head = &register_module("head", std::make_unique<Linear>(c.d_model, c.vocab_size, false, c.linear_init(c.init_std), gen, dt));
 }
 
 Tensor DecoderLM::forward(const Tensor& ids) const {

@@ -66,7 +66,7 @@ VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed, DType 
   const int64_t D = c.d_model, T = tokens(), L = c.n_layers;
   Generator gen(seed);
   patch_embed = &register_module(
-      "patch_embed", std::make_unique<Linear>(c.channels * c.patch_size * c.patch_size, D, true, c.init_std, gen, dt));
+      "patch_embed", std::make_unique<Linear>(c.channels * c.patch_size * c.patch_size, D, true, c.linear_init(c.init_std), gen, dt));
   auto normal_param = [&](const std::string& name, Shape shape) {
     Tensor t = Tensor::empty(shape, dt);
     init_normal(t, c.init_std, gen);
@@ -84,7 +84,7 @@ VisionTransformer::VisionTransformer(const VitConfig& cfg, uint64_t seed, DType 
   }
   if (c.placement != NormPlacement::Post)
     final_norm = &register_module("final_norm", std::make_unique<Norm>(c.norm, D, c.norm_eps, dt));
-  head = &register_module("head", std::make_unique<Linear>(D, c.n_classes, true, c.init_std, gen, dt));
+  head = &register_module("head", std::make_unique<Linear>(D, c.n_classes, true, c.linear_init(c.init_std), gen, dt));
 }
 
 Tensor VisionTransformer::embed(const Tensor& images) const {

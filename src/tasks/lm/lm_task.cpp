@@ -196,4 +196,9 @@ std::vector<Column> LmTask::compare_columns() const {
           {"tokens_per_s", "tokens/s", "{:.0f}"}};
 }
 
+std::vector<std::string> LmTask::full_precision_modules() const {
+  if (model_ && model_->config.tied_head) return {"head", "tok_emb"};
+  return {"head"};
+}
+
 }  // namespace attn::tasks

@@ -45,6 +45,8 @@ class LmTask : public Task {
   std::string describe(const nlohmann::json& metrics) const override;
   int64_t validation_batches() const override { return static_cast<int64_t>(val_batches_.size()); }
   std::vector<Column> compare_columns() const override;
+  // A tied head is the token embedding: it stays in full precision then.
+  std::vector<std::string> full_precision_modules() const override;
 
  private:
   LmData data_;
