@@ -335,8 +335,9 @@ TEST(Attention, ClippedSoftmaxReachesZeroAndOne) {
   AttentionSpec spec;
   spec.variant = AttentionVariant::ClippedSoftmax;
   spec.clip_gamma = -0.025;
-  spec.clip_zeta = 1.0;
-  // One query, 4 keys: logits {8, 0, 0, 0}·(1/√1) -> softmax ≈ {0.999, 3e-4, …}: clip to {1, 0, 0, 0}.
+  spec.clip_zeta = 1.05;  // with ζ = 1 only a weight of exactly 1 would reach 1
+  // One query, 4 keys: logits {8, 0, 0, 0} -> softmax {0.99899, 3.4e-4 ×3}; stretched by
+  // ζ − γ = 1.075 and shifted by γ: {1.0489, −0.0246 ×3}, clipped to {1, 0, 0, 0}.
   Tensor q = from_vector({8}, {1, 1, 1, 1}, {DType::F64}), k = from_vector({1, 0, 0, 0}, {1, 1, 4, 1}, {DType::F64});
   Tensor v = from_vector({1, 2, 3, 4}, {1, 1, 4, 1}, {DType::F64});
   EXPECT_EQ(attention(q, k, v, spec).out.item(), 1.0);  // exactly V_0: the weights are 1, 0, 0, 0
@@ -372,6 +373,7 @@ TEST(Attention, FullyMaskedRowsGiveZeroAndNoNaN) {
     spec.variant = variant;
     spec.key_padding_lengths = {0, 3};  // batch 0: every key hidden
     spec.sigmoid_bias = -1;
+    if (variant == AttentionVariant::Sink) spec.sink = from_vector({0.5}, {1}, {DType::F64});
     Tensor q = rand_tensor({2, 1, 4, 3}, 1).set_requires_grad(true);
     Tensor k = rand_tensor({2, 1, 5, 3}, 2).set_requires_grad(true);
     Tensor v = rand_tensor({2, 1, 5, 3}, 3).set_requires_grad(true);

@@ -122,6 +122,32 @@ TEST(VitRun, StatisticsQuantisedEvalAndCompareFormats) {
   EXPECT_EQ(j[0]["rows"][0]["values"]["test_acc"][0], s["test_acc"]);
 }
 
+// The variants of the outlier papers train from the command line, their parameters exist (the
+// sink logits, the gate), the sink's heads put mass on the extra key (row mass < 1), and compare
+// labels each by its variant.
+TEST(VitRun, OutlierPaperVariantsTrainAndAreLabelled) {
+  std::vector<std::string> dirs;
+  for (const char* v : {"sink", "clipped_softmax", "gated"}) {
+    std::string d = scratch(std::string("vit-variant-") + v);
+    Result r = run(tiny_vit(d, 3) + " --set attention.variant=" + v + " --set attention.sink_init=1");
+    ASSERT_EQ(r.code, 0) << v << ": " << r.err;
+    dirs.push_back(d);
+  }
+  auto sink = nlohmann::json::parse(slurp(dirs[0] + "/summary.json"));
+  // softmax over the keys and a sink of logit ~1 against ~17 keys of logit ~0: the keys keep
+  // about 17/(17 + e) of the mass.
+  EXPECT_LT(sink["final_row_mass"].get<double>(), 0.95);
+  EXPECT_GT(sink["final_row_mass"].get<double>(), 0.75);
+  auto clipped = nlohmann::json::parse(slurp(dirs[1] + "/summary.json"));
+  // clipped_softmax, γ = −0.025, ζ = 1, on rows still near uniform over T = 17 keys (3 steps
+  // from the init): each weight 1.025/17 − 0.025, the row (ζ − γ) + T·γ = 1.025 − 0.425 = 0.6.
+  EXPECT_NEAR(clipped["final_row_mass"].get<double>(), 0.6, 0.05);
+  Result c = run("compare " + dirs[0] + " " + dirs[1] + " " + dirs[2]);
+  ASSERT_EQ(c.code, 0) << c.err;
+  for (const char* row : {"\n| sink | 1 |", "\n| clipped_softmax | 1 |", "\n| gated | 1 |"})
+    EXPECT_TRUE(contains(c.out, row)) << row << " in\n" << c.out;
+}
+
 // configs/vit/fmnist-small.yaml for 300 steps (19,200 images, a third of an epoch) on the real
 // Fashion-MNIST. Measured on 2026-12-01 with 2 threads: test accuracy 0.606 (softmax), 0.590
 // (sigmoid), 0.579 (softmax1), from 0.10 at chance. The bound 0.55 leaves ~0.03 below the worst
