@@ -14,6 +14,7 @@
 #include "models/vit/vit.h"
 #include "scratch_dir.h"
 #include "test_util.h"
+#include "tiny_vit.h"
 #include "torch_ref.h"
 
 using namespace attn;
@@ -131,17 +132,7 @@ class PointLog : public nn::ActivationQuantizer {
   std::vector<std::string> points;
 };
 
-models::VitConfig tiny_vit() {
-  models::VitConfig c;
-  c.image_height = c.image_width = 8;
-  c.channels = 1;
-  c.patch_size = 4;
-  c.n_layers = 2;
-  c.d_model = 16;
-  c.n_heads = 2;
-  c.n_classes = 3;
-  return c;
-}
+models::VitConfig tiny_vit() { return attn::testing::tiny_vit_config(); }
 
 TEST(FakeQuant, VitQuantisationPoints) {
   models::VisionTransformer vit(tiny_vit(), 3, DType::F32);

@@ -17,8 +17,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <nlohmann/json.hpp>
 
 #include "autograd/node.h"
+#include "metrics/model_stats.h"
+#include "metrics/param_stats.h"
 #include "models/vit/vit.h"
 #include "nn/positional.h"
 #include "optim/adamw.h"
@@ -154,6 +158,48 @@ INSTANTIATE_TEST_SUITE_P(AllPositions, GpuVit,
                                                               PositionKind::Alibi),
                                             ::testing::Values(VitConfig::Pooling::Cls, VitConfig::Pooling::Mean)),
                          case_name);
+
+// The inside-the-model statistics computed on the device (tensor ops there, one transfer per
+// report) equal the CPU's for the same model and batch: every activation, attention and weight
+// statistic, over the sink variant (its row mass below 1) with 2-D ALiBi.
+TEST(GpuVitStats, DeviceStatisticsMatchTheCpu) {
+  SKIP_WITHOUT_GPU();
+  VitConfig c = config(PositionKind::Alibi, VitConfig::Pooling::Cls, 8, 32, 2);
+  c.attention.variant = AttentionVariant::Sink;
+  c.attention.sink_init = 0.5;
+  Pair m = make_pair(c, 23);
+  Generator gen(5);
+  Tensor images = randn({3, c.channels, c.image_height, c.image_width}, gen);
+  metrics::ModelStats sc(4), sd(4);
+  NoGradGuard no_grad;
+  m.cpu->set_tap(&sc);
+  m.dev->set_tap(&sd);
+  m.cpu->forward(images);
+  m.dev->forward(images.to(kCuda));
+  const nlohmann::json a = sc.report(), b = sd.report();
+  EXPECT_LT(a["summary"]["row_mass"].get<double>(), 0.99);  // the sink took some mass
+  size_t compared = 0;
+  std::function<void(const nlohmann::json&, const nlohmann::json&, const std::string&)> same =
+      [&](const nlohmann::json& x, const nlohmann::json& y, const std::string& at) {
+        ASSERT_EQ(x.type(), y.type()) << at;
+        if (x.is_object()) {
+          ASSERT_EQ(x.size(), y.size()) << at;
+          for (const auto& [k, v] : x.items()) same(v, y.at(k), at + "." + k);
+        } else if (x.is_array()) {
+          ASSERT_EQ(x.size(), y.size()) << at;
+          for (size_t i = 0; i < x.size(); ++i) same(x[i], y[i], at + "[" + std::to_string(i) + "]");
+        } else if (x.is_number()) {
+          ++compared;
+          EXPECT_NEAR(y.get<double>(), x.get<double>(), 1e-4 * (1 + std::abs(x.get<double>()))) << at;
+        }
+      };
+  same(a, b, "report");
+  // 2 blocks: 3 activations × (inf_norm, kurtosis, samples) each, 2 attentions × (6 statistics ×
+  // 2 heads + rows), and the 5 summary numbers.
+  EXPECT_EQ(compared, 2u * 3 * 3 + 2 * (6 * 2 + 1) + 5);
+  const nlohmann::json wc = metrics::weight_kurtosis(m.cpu->parameters()), wd = metrics::weight_kurtosis(m.dev->parameters());
+  same(wc, wd, "weights");
+}
 
 // bf16 mixed precision at head dim 64: learned and 2-D RoPE take the flash kernels, 2-D ALiBi the
 // composed op; all against the CPU in f32.

@@ -14,6 +14,7 @@
 #include "metrics/model_stats.h"
 #include "models/vit/vit.h"
 #include "test_util.h"
+#include "tiny_vit.h"
 
 using namespace attn;
 using attn::testing::all_close;
@@ -205,15 +206,7 @@ class RecordingTap : public nn::Tap {
 };
 
 TEST(ModelStats, VitTapShowsTheForwardsActivations) {
-  models::VitConfig c;
-  c.image_height = c.image_width = 8;
-  c.channels = 1;
-  c.patch_size = 4;
-  c.n_layers = 2;
-  c.d_model = 16;
-  c.n_heads = 2;
-  c.n_classes = 3;
-  models::VisionTransformer vit(c, 5, DType::F64);
+  models::VisionTransformer vit(attn::testing::tiny_vit_config(), 5, DType::F64);
   Tensor images = rand_tensor({2, 1, 8, 8}, 9);
   RecordingTap rec;
   vit.set_tap(&rec);
