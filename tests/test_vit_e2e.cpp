@@ -99,6 +99,10 @@ TEST(VitRun, StatisticsQuantisedEvalAndCompareFormats) {
   ASSERT_EQ(q.code, 0) << q.err;
   auto e = nlohmann::json::parse(q.out);
   EXPECT_EQ(e["quant"]["full_precision"]["val_loss"], s["final_val_loss"]);
+  // eval's statistics are the last evaluation's: the same model on the same batches.
+  EXPECT_EQ(e["stats"]["summary"]["max_kurtosis"], s["final_max_kurtosis"]);
+  EXPECT_EQ(e["stats"]["summary"]["sink_mass"], s["final_sink_mass"]);
+  EXPECT_TRUE(e["stats"]["weights"].contains("blocks.1.mlp.fc2.weight"));
   const double fp = e["val_loss"].get<double>(), w8a8 = e["quant"]["quantised"]["val_loss"].get<double>();
   EXPECT_NE(fp, w8a8);                  // the rounding changed something
   EXPECT_NEAR(w8a8, fp, 0.05 * fp);     // 8 bits on a model without outliers: a small change

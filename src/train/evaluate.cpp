@@ -1,4 +1,4 @@
-// attnlab eval RUN: the validation metrics of a run's checkpoint, exactly the model that was
+// attnlab eval RUN: the validation metrics (and the model statistics) of a run's checkpoint, exactly the model that was
 // trained (saved_config.h says which --set an eval may give).
 #include <filesystem>
 #include <fmt/format.h>
@@ -6,6 +6,8 @@
 
 #include "autograd/node.h"
 #include "metrics/fake_quant.h"
+#include "metrics/model_stats.h"
+#include "metrics/param_stats.h"
 #include "tasks/device.h"
 #include "tasks/registry.h"
 #include "train/checkpoint.h"
@@ -17,6 +19,15 @@ namespace fs = std::filesystem;
 namespace attn::train {
 
 namespace {
+
+// " max kurtosis 5.1 (Gaussian 3), max ∞-norm 12, sink mass 0.21, row mass 1.000".
+std::string describe_stats_summary(const nlohmann::json& s) {
+  std::string out = fmt::format(" max kurtosis {:.4g} (Gaussian 3), max ∞-norm {:.4g}", s["max_kurtosis"].get<double>(),
+                                s["max_inf_norm"].get<double>());
+  if (s.contains("sink_mass"))
+    out += fmt::format(", sink mass {:.3f}, row mass {:.3f}", s["sink_mass"].get<double>(), s["row_mass"].get<double>());
+  return out;
+}
 
 // Fake-quantises `task`'s model in place and evaluates it: calibration over the training stream
 // (from the checkpoint's position), then the validation set with every point quantised.
@@ -64,9 +75,18 @@ int run_eval(const std::string& run_dir, const std::string& checkpoint, const Co
   task->set_position(s.data_position);  // calibration batches: the stream where training stopped
   NoGradGuard no_grad;
   task->model().set_training(false);
+  // The full-precision evaluation also gives the model's statistics over the same batches.
+  metrics::ModelStats stats(cfg.get_int("stats.attention_rows"));
+  task->model().set_tap(&stats);
   nlohmann::json out = task->evaluate();
+  task->model().set_tap(nullptr);
+  out["stats"] = stats.report();
+  out["stats"]["weights"] = metrics::weight_kurtosis(task->model().parameters());
+  if (out["stats"]["summary"].contains("max_kurtosis"))
+    fmt::print(stderr, "statistics:{}\n", describe_stats_summary(out["stats"]["summary"]));
   if (!quant.scheme.empty()) {
-    const nlohmann::json fp = out;
+    nlohmann::json fp = out;
+    fp.erase("stats");
     out["quant"] = quantised_eval(*task, quant, fp);
   }
   out["checkpoint"] = ckpt;
