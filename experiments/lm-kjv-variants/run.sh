@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${ATTNLAB_BIN:-build/src/attnlab}
+source experiments/lib.sh
 STEPS=${STEPS:-300}
 WARMUP=${WARMUP:-30}
 SEEDS=${SEEDS:-1}
@@ -25,15 +26,7 @@ for seed in $SEEDS; do
     args=(--config configs/lm/kjv-char.yaml --set attention.variant="$variant" --set run.seed="$seed"
           --set train.steps="$STEPS" --set train.warmup_steps="$WARMUP" --set eval.every=100
           --set checkpoint.every=100 --set run.dir="$dir" "${extra[@]}")
-    if [ -f "$dir/summary.json" ]; then
-      echo "== $variant (seed $seed): finished earlier, kept ($dir)"
-    elif [ -f "$dir/config.yaml" ]; then
-      echo "== $variant (seed $seed): resuming $dir"
-      "$BIN" train "${args[@]}" --resume
-    else
-      echo "== $variant (seed $seed): training $STEPS steps -> $dir"
-      "$BIN" train "${args[@]}"
-    fi
+    train_or_resume "$dir" "$variant (seed $seed, $STEPS steps)" "${args[@]}"
   done
 done
 echo
