@@ -12,6 +12,7 @@
 #include "autograd/node.h"
 #include "metrics/activation_stats.h"
 #include "metrics/model_stats.h"
+#include "metrics/param_stats.h"
 #include "models/vit/vit.h"
 #include "test_util.h"
 #include "tiny_vit.h"
@@ -73,6 +74,33 @@ TEST(ActivationStat, PerSampleMeansWithAPlantedOutlier) {
   EXPECT_NEAR(r["activations"]["blocks.0"]["kurtosis"].get<double>(), host.mean_kurtosis(), 1e-4);
   EXPECT_EQ(r["activations"]["blocks.0"]["samples"].get<int64_t>(), 4);
   EXPECT_NEAR(r["summary"]["max_inf_norm"].get<double>(), host.mean_inf_norm(), 1e-4);
+}
+
+TEST(ParamStats, LayersGradNormsAndWeightKurtosis) {
+  EXPECT_EQ(metrics::layer_of("blocks.3.attn.wq.weight"), "blocks.3");
+  EXPECT_EQ(metrics::layer_of("blocks.12.mlp.fc1.bias"), "blocks.12");
+  EXPECT_EQ(metrics::layer_of("head.weight"), "head");
+  EXPECT_EQ(metrics::layer_of("cls_token"), "cls_token");
+  EXPECT_EQ(metrics::layer_of("tok_emb.weight"), "tok_emb");
+  // Gradients {3, 4} and {12} in block 0 (norm 13), {1, 2, 2} in the head (norm 3), none for a
+  // parameter without a gradient.
+  auto param = [](const std::string& name, std::vector<double> v, std::vector<double> g) {
+    Tensor t = from_vector(v, {static_cast<int64_t>(v.size())}, {DType::F64}).set_requires_grad(true);
+    if (!g.empty()) sum(mul(t, from_vector(g, {static_cast<int64_t>(g.size())}, {DType::F64}))).backward();
+    return Param{name, t, true};
+  };
+  ParamList ps = {param("blocks.0.a", {1, 1}, {3, 4}), param("blocks.0.b", {1}, {12}), param("head.weight", {0, 0, 0}, {1, 2, 2}),
+                  param("blocks.1.c", {1}, {})};
+  nlohmann::json g = metrics::grad_norms_by_layer(ps);
+  EXPECT_NEAR(g["blocks.0"].get<double>(), 13.0, 1e-6);
+  EXPECT_NEAR(g["head"].get<double>(), 3.0, 1e-6);
+  EXPECT_FALSE(g.contains("blocks.1"));
+  // Weight kurtosis: only matrices, the same number as the host's raw kurtosis.
+  Tensor w = rand_tensor({5, 7}, 61);
+  ParamList mats = {{"m.weight", w, true}, {"m.bias", rand_tensor({5}, 62), false}};
+  nlohmann::json k = metrics::weight_kurtosis(mats);
+  EXPECT_EQ(k.size(), 1u);
+  EXPECT_NEAR(k["m.weight"].get<double>(), metrics::raw_kurtosis(w.to_vector()), 1e-5);
 }
 
 TEST(SampledRows, EvenlySpacedWithEnds) {
