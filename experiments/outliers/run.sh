@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${ATTNLAB_BIN:-build/src/attnlab}
+source experiments/lib.sh
 CONFIG=${CONFIG:-configs/vit/fmnist-small.yaml}
 VARIANTS=${VARIANTS:-softmax softmax1 sink clipped_softmax gated sigmoid}
 SEEDS=${SEEDS:-1}
@@ -26,16 +27,8 @@ for seed in $SEEDS; do
   for variant in $VARIANTS; do
     dir="$RUNS_DIR/$NAME-$variant-s$seed"
     dirs+=("$dir")
-    if [ -f "$dir/summary.json" ]; then
-      echo "== $variant (seed $seed): finished earlier, kept ($dir)"
-    elif [ -f "$dir/config.yaml" ]; then
-      echo "== $variant (seed $seed): resuming $dir"
-      "$BIN" train --set run.dir="$dir" --resume
-    else
-      echo "== $variant (seed $seed): training $CONFIG -> $dir"
-      "$BIN" train --config "$CONFIG" --set attention.variant="$variant" --set run.seed="$seed" \
-        --set run.dir="$dir" "${extra[@]}"
-    fi
+    train_or_resume "$dir" "$variant (seed $seed, $CONFIG)" --config "$CONFIG" --set attention.variant="$variant" \
+      --set run.seed="$seed" --set run.dir="$dir" "${extra[@]}"
     echo "== $variant (seed $seed): $QUANT evaluation"
     "$BIN" eval "$dir" --quant "$QUANT" > "$dir.$QUANT.json"
   done
