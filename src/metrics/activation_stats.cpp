@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "ops/ops.h"
+
 namespace attn::metrics {
 
 double raw_kurtosis(std::span<const double> x) {
@@ -46,6 +48,13 @@ void ActivationStat::add(const Tensor& x) {
   const int64_t per = x.numel() / x.size(0);
   for (int64_t b = 0; b < x.size(0); ++b)
     add_sample(std::span<const double>(v.data() + b * per, static_cast<size_t>(per)));
+}
+
+Tensor row_kurtosis(const Tensor& x) {
+  Tensor centred = sub(x, mean(x, 1, true));
+  Tensor d2 = mul(centred, centred);
+  Tensor m2 = mean(d2, 1), m4 = mean(mul(d2, d2), 1);
+  return div(m4, add(mul(m2, m2), 1e-6));
 }
 
 double weight_kurtosis(const Tensor& w) {

@@ -33,6 +33,9 @@ class ActivationStat {
   double sum_inf_norm_ = 0, sum_kurtosis_ = 0, max_inf_norm_ = 0;
 };
 
+// Raw kurtosis of each row of x [R, n] as tensor ops on x's device (f32): [R].
+Tensor row_kurtosis(const Tensor& x);
+
 // Kurtosis of a weight matrix (all its values, one number per matrix).
 double weight_kurtosis(const Tensor& w);
 

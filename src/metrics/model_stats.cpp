@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "autograd/node.h"
+#include "metrics/activation_stats.h"
 #include "ops/ops.h"
 
 namespace attn::metrics {
@@ -46,10 +47,7 @@ void ModelStats::activation(const std::string& path, const Tensor& x_in) {
   if (x_in.dim() < 2) throw std::invalid_argument("ModelStats: activation '" + path + "' is not [B, ...]");
   const int64_t B = x_in.size(0);
   Tensor x = reshape(cast(x_in.detach(), DType::F32), {B, -1});
-  Tensor centred = sub(x, mean(x, 1, true));
-  Tensor d2 = mul(centred, centred);
-  Tensor m2 = mean(d2, 1), m4 = mean(mul(d2, d2), 1);
-  Tensor kurt = div(m4, add(mul(m2, m2), 1e-6));  // [B]
+  Tensor kurt = row_kurtosis(x);                  // [B]
   Tensor inf = max(sqrt(mul(x, x)), 1);           // [B]
   auto [it, fresh] = acts_.try_emplace(path);
   if (fresh) act_order_.push_back(path);

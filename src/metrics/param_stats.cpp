@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "metrics/activation_stats.h"
 #include "ops/ops.h"
 
 namespace attn::metrics {
@@ -24,11 +25,7 @@ namespace {
 
 // Raw kurtosis of all of w's values, as a [1] tensor (f32, on w's device).
 Tensor kurtosis_of(const Tensor& w) {
-  Tensor x = reshape(cast(w.detach(), DType::F32), {1, -1});
-  Tensor centred = sub(x, mean(x, 1, true));
-  Tensor d2 = mul(centred, centred);
-  Tensor m2 = mean(d2, 1), m4 = mean(mul(d2, d2), 1);
-  return div(m4, add(mul(m2, m2), 1e-6));
+  return row_kurtosis(reshape(cast(w.detach(), DType::F32), {1, -1}));
 }
 
 // [1] tensors on one device (the model's) to host values in one transfer.

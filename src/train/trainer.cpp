@@ -134,9 +134,10 @@ std::string last_good_checkpoint(const std::string& dir) {
 // A row of inside-the-model statistics for metrics.jsonl: {"step", "stats": "train" | "val",
 // "summary", "activations", "attention", "weights" (kurtosis per matrix), "grad_norms" (per
 // layer; training rows)}.
-nlohmann::json stats_row(const Run& r, const char* of, const metrics::ModelStats& stats, nlohmann::json grad_norms) {
+nlohmann::json stats_row(const Run& r, int64_t step, const char* of, const metrics::ModelStats& stats,
+                         nlohmann::json grad_norms) {
   nlohmann::json row = stats.report();
-  row["step"] = r.state.step;
+  row["step"] = step;
   row["stats"] = of;
   row["weights"] = metrics::weight_kurtosis(r.task->model().parameters());
   if (!grad_norms.is_null()) row["grad_norms"] = std::move(grad_norms);
@@ -155,7 +156,7 @@ nlohmann::json eval_row(Run& r, nlohmann::json* stats_out = nullptr) {
   r.task->model().set_tap(nullptr);
   r.state.best_val_loss = std::min(r.state.best_val_loss, row["val_loss"].get<double>());
   row["step"] = r.state.step;
-  if (stats) *stats_out = stats_row(r, "val", *stats, nullptr);
+  if (stats) *stats_out = stats_row(r, r.state.step, "val", *stats, nullptr);
   return row;
 }
 
@@ -222,9 +223,8 @@ StepResult train_step(Run& r, int64_t accum, double clip, metrics::ModelStats* s
   double norm = clip_grad_norm(r.opt->params(), clip);
   StepResult out{loss_sum / static_cast<double>(accum), norm, nlohmann::json()};
   if (stats) {
-    r.state.step += 1;  // the row is the step's, as the loss row is
-    out.stats = stats_row(r, "train", *stats, std::move(grad_norms));
-    r.state.step -= 1;
+    // The row is the step's, as the loss row is: the one this optimizer step completes.
+    out.stats = stats_row(r, r.state.step + 1, "train", *stats, std::move(grad_norms));
   }
   return out;
 }
