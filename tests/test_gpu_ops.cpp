@@ -126,6 +126,27 @@ std::vector<OpCase> all_cases() {
            [](const V& x) { return linear_gelu(x[0], x[1], x[2]); });
   add_case("linear_gelu_ragged", {OpId::Linear, OpId::Gelu}, {{3, 5, 33}, {65, 33}, {65}},
            [](const V& x) { return linear_gelu(x[0], x[1], x[2]); });
+  // ---- conv2d: im2col + cuBLASLt + col2im; stride 1 and 2, padding, no bias, a kernel wider than
+  // the stride, batch > 1. bf16: y has one rounding (the bias is a term of the GEMM), dx two
+  // (each GEMM product Wᵀ·dy, then the col2im sum), dW one, db two (the sum over positions, then
+  // over the batch): inside the default rtol. The chunked path: GpuOps.Conv2dInChunksMatchesTheCpu.
+  auto conv = [](int64_t stride, int64_t padding) {
+    return [=](const V& x) { return conv2d(x[0], x[1], x.size() > 2 ? x[2] : Tensor(), stride, padding); };
+  };
+  add_case("conv2d_s1_p0", {OpId::Conv2d}, {{2, 3, 6, 7}, {4, 3, 3, 2}, {4}}, conv(1, 0));
+  add_case("conv2d_s2_p1", {OpId::Conv2d}, {{3, 2, 9, 8}, {5, 2, 3, 3}, {5}}, conv(2, 1));
+  add_case("conv2d_s3_p2_no_bias", {OpId::Conv2d}, {{2, 2, 7, 10}, {3, 2, 2, 4}}, conv(3, 2));
+  // The speech front end at a small size: [2, 1, 37, 80] -> 8 channels, 3 × 3 stride 2, then
+  // 8 -> 8 on its output [2, 8, 18, 39]; each layer alone, then the two with a ReLU between.
+  add_case("conv2d_speech_layer1", {OpId::Conv2d}, {{2, 1, 37, 80}, {8, 1, 3, 3}, {8}}, conv(2, 0));
+  add_case("conv2d_speech_layer2", {OpId::Conv2d}, {{2, 8, 18, 39}, {8, 8, 3, 3}, {8}}, conv(2, 0));
+  // bf16 through both layers: the input's gradient passes four bf16 roundings (layer 2's Wᵀ·dy,
+  // its col2im sum, layer 1's Wᵀ·dy, its col2im sum), each relative to the terms of sums that
+  // cancel (8 channels × up to 4 taps at stride 2: Σ|terms| ≈ 4.5·rms of the result), so a few
+  // elements of 5,920 reach ~1.3e-2 of (|want| + rms) (measured on the emulated device); 3e-2.
+  add_case("conv2d_speech_subsampling", {OpId::Conv2d, OpId::Relu},
+           {{2, 1, 37, 80}, {8, 1, 3, 3}, {8}, {8, 8, 3, 3}, {8}},
+           [](const V& x) { return conv2d(relu(conv2d(x[0], x[1], x[2], 2)), x[3], x[4], 2); }, -1, 1, 3e-2);
   // ---- broadcasting binary ops (and sum_to_shape in their backward)
   add_case("add_same", {OpId::Add}, {{4, 33}, {4, 33}}, [](const V& x) { return add(x[0], x[1]); });
   add_case("add_row", {OpId::Add}, {{256, 64}, {64}}, [](const V& x) { return add(x[0], x[1]); });
@@ -355,6 +376,24 @@ TEST(GpuOpRegistry, EveryOpHasACudaCase) {
     OpId op = op_by_index(i);
     if (op == OpId::Attention) continue;  // tests/test_gpu_attention.cpp
     EXPECT_TRUE(covered.count(op)) << "op '" << op_name(op) << "' has no case in test_gpu_ops.cpp";
+  }
+}
+
+// conv2d with a column budget that fits two samples (f32; four in bf16) of a batch of five: the
+// forward's batched GEMM over a chunk, dy permuted for a chunk's dW and used as it is for a
+// chunk of one, dW's partial sums added in f32 across chunks (then rounded once in bf16).
+TEST(GpuOps, Conv2dInChunksMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  // K = 2·3·3 = 18, P = 5·4 = 20: the backward needs (K + Cout)·P = 420 values per sample.
+  const OpCase c{"conv2d_chunked", {OpId::Conv2d}, {{5, 2, 9, 8}, {3, 2, 3, 3}, {3}},
+                 [](const std::vector<Tensor>& x) { return conv2d(x[0], x[1], x[2], 2, 1); }};
+  struct Budget {  // restored however the test ends
+    int64_t saved = set_conv2d_column_budget(2 * 420 * 4);
+    ~Budget() { set_conv2d_column_budget(saved); }
+  } budget;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    run_case(c, dt, 99);
   }
 }
 

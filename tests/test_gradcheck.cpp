@@ -106,6 +106,22 @@ std::vector<GradCase> all_cases() {
   // linear: batched rows with a bias, and 2-D without
   add_case("linear", {OpId::Linear}, {{2, 3, 4}, {5, 4}, {5}}, [](const V& x) { return linear(x[0], x[1], x[2]); });
   add_case("linear_no_bias", {OpId::Linear}, {{3, 4}, {5, 4}}, [](const V& x) { return linear(x[0], x[1]); });
+  // conv2d: x, w, b all checked. Non-square inputs and kernels, Cin and Cout > 1, batch > 1.
+  auto conv = [](int64_t stride, int64_t padding) {
+    return [=](const V& x) { return conv2d(x[0], x[1], x.size() > 2 ? x[2] : Tensor(), stride, padding); };
+  };
+  add_case("conv2d_s1_p0", {OpId::Conv2d}, {{2, 3, 5, 6}, {4, 3, 3, 2}, {4}}, conv(1, 0));
+  add_case("conv2d_s2_p1", {OpId::Conv2d}, {{2, 2, 7, 6}, {3, 2, 3, 3}, {3}}, conv(2, 1));
+  add_case("conv2d_s1_p1_no_bias", {OpId::Conv2d}, {{2, 2, 4, 5}, {3, 2, 2, 3}}, conv(1, 1));
+  // The last window just fits: (7 − 3)/2 + 1 = 3 rows of windows end on row 6, (9 − 3)/2 + 1 = 4
+  // columns on column 8; and a size where floor drops the last row and column (never read: dx 0).
+  add_case("conv2d_last_window_fits", {OpId::Conv2d}, {{2, 2, 7, 9}, {2, 2, 3, 3}, {2}}, conv(2, 0));
+  add_case("conv2d_floor_drops_edge", {OpId::Conv2d}, {{1, 2, 8, 6}, {3, 2, 3, 3}, {3}}, conv(2, 0));
+  // Stride larger than the kernel (inputs between windows unread) with padding 2 (whole padded rows).
+  add_case("conv2d_s3_p2", {OpId::Conv2d}, {{2, 2, 6, 5}, {2, 2, 2, 3}, {2}}, conv(3, 2));
+  // The speech front end's pattern: one input channel, 3 × 3 stride 2, twice, ReLU between.
+  add_case("conv2d_subsampling", {OpId::Conv2d, OpId::Relu}, {{2, 1, 9, 11}, {3, 1, 3, 3}, {3}, {3, 3, 3, 3}, {3}},
+           [](const V& x) { return conv2d(relu(conv2d(x[0], x[1], x[2], 2)), x[3], x[4], 2); });
   // broadcasting binary ops: same shape, row, column, scalar
   add_case("add_row", {OpId::Add}, {{3, 5}, {5}}, [](const V& x) { return add(x[0], x[1]); });
   add_case("add_col", {OpId::Add}, {{3, 5}, {3, 1}}, [](const V& x) { return add(x[0], x[1]); });

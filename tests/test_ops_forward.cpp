@@ -1,5 +1,6 @@
 // Every op's forward against a naive loop reference, on random shapes including odd sizes.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -354,4 +355,87 @@ TEST(Forward, RopeInPlaceOnlyWhenNothingElseHoldsTheStorage) {
   Tensor from_param = rope(std::move(param), 100.0, 0);
   EXPECT_NE(from_param.raw_data(), param.raw_data());
   EXPECT_EQ(param.to_vector(), before);
+}
+
+// conv2d against the direct definition y[n, o, oh, ow] = b[o] + Σ_(c, i, j) w[o, c, i, j]·
+// x[n, c, oh·s − p + i, ow·s − p + j] (0 outside), over random shapes, strides and paddings.
+TEST(Forward, Conv2dMatchesTheDirectSum) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 16; ++trial) {
+    const int64_t B = rng() % 3 + 1, Ci = rng() % 3 + 1, Co = rng() % 4 + 1;
+    const int64_t KH = rng() % 3 + 1, KW = rng() % 4 + 1, s = rng() % 3 + 1, p = rng() % 3;
+    const int64_t H = KH + rng() % 7, W = KW + rng() % 7;  // padding aside, at least one window
+    const bool bias = trial % 3 != 0;
+    Tensor x = rand_tensor({B, Ci, H, W}, 100 + trial), w = rand_tensor({Co, Ci, KH, KW}, 200 + trial);
+    Tensor b = bias ? rand_tensor({Co}, 300 + trial) : Tensor();
+    Tensor y = conv2d(x, w, b, s, p);
+    const int64_t Ho = (H + 2 * p - KH) / s + 1, Wo = (W + 2 * p - KW) / s + 1;
+    ASSERT_EQ(y.shape(), (Shape{B, Co, Ho, Wo}));
+    std::vector<double> vx = x.to_vector(), vw = w.to_vector(), ref(B * Co * Ho * Wo);
+    std::vector<double> vb = bias ? b.to_vector() : std::vector<double>(Co, 0.0);
+    for (int64_t n = 0; n < B; ++n)
+      for (int64_t o = 0; o < Co; ++o)
+        for (int64_t oh = 0; oh < Ho; ++oh)
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            double acc = vb[o];
+            for (int64_t c = 0; c < Ci; ++c)
+              for (int64_t i = 0; i < KH; ++i)
+                for (int64_t j = 0; j < KW; ++j) {
+                  const int64_t h = oh * s - p + i, ww = ow * s - p + j;
+                  if (h < 0 || h >= H || ww < 0 || ww >= W) continue;
+                  acc += vw[((o * Ci + c) * KH + i) * KW + j] * vx[((n * Ci + c) * H + h) * W + ww];
+                }
+            ref[((n * Co + o) * Ho + oh) * Wo + ow] = acc;
+          }
+    EXPECT_TRUE(all_close(y, from_vector(ref, y.shape(), {DType::F64}), kTol, kTol))
+        << "trial " << trial << ": x " << shape_str(x.shape()) << ", w " << shape_str(w.shape())
+        << ", stride " << s << ", padding " << p;
+  }
+}
+
+// Each bad argument gets an std::invalid_argument that names the op and the shapes.
+TEST(Forward, Conv2dRejectsBadArguments) {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  Tensor x = rand_tensor({2, 3, 5, 6}, 1), w = rand_tensor({4, 3, 3, 3}, 2), b = rand_tensor({4}, 3);
+  auto expect_error = [&](const std::string& got, const std::string& part) {
+    EXPECT_NE(got.find("conv2d"), std::string::npos) << got;
+    EXPECT_NE(got.find(part), std::string::npos) << "expected '" << part << "' in: " << got;
+  };
+  expect_error(message([&] { conv2d(rand_tensor({3, 5, 6}, 1), w, b); }), "need x [B, Cin, H, W]");
+  expect_error(message([&] { conv2d(x, rand_tensor({4, 3, 3}, 2), b); }), "[4, 3, 3]");
+  expect_error(message([&] { conv2d(x, rand_tensor({4, 2, 3, 3}, 2), b); }), "x has 3 channels, the weight expects 2");
+  expect_error(message([&] { conv2d(x, w, rand_tensor({5}, 3)); }), "bias must be [Cout] = [4]");
+  expect_error(message([&] { conv2d(x, w, b, 0); }), "stride must be >= 1");
+  expect_error(message([&] { conv2d(x, w, b, 1, -1); }), "padding must be >= 0");
+  // 5 + 2·0 rows against a 6-row kernel; with padding 1 it fits.
+  expect_error(message([&] { conv2d(x, rand_tensor({4, 3, 6, 2}, 2)); }), "padded input 5 x 6 is smaller than the kernel 6 x 2");
+  EXPECT_EQ(conv2d(x, rand_tensor({4, 3, 6, 2}, 2), Tensor(), 1, 1).shape(), (Shape{2, 4, 2, 7}));
+  expect_error(message([&] { conv2d(x, rand_tensor({4, 3, 3, 3}, 2, -1, 1, DType::F32)); }), "dtype");
+}
+
+// The samples run in parallel and dW's per-sample partials are summed in sample order: the
+// output and all three gradients are bit for bit the same on one thread and on several.
+TEST(Forward, Conv2dIsTheSameForAnyThreadCount) {
+  const int saved = omp_get_max_threads();
+  auto run = [](int threads) {
+    omp_set_num_threads(threads);
+    Tensor x = rand_tensor({5, 3, 17, 13}, 41, -1, 1, DType::F32).set_requires_grad(true);
+    Tensor w = rand_tensor({6, 3, 3, 3}, 42, -1, 1, DType::F32).set_requires_grad(true);
+    Tensor b = rand_tensor({6}, 43, -1, 1, DType::F32).set_requires_grad(true);
+    Tensor y = conv2d(x, w, b, 2, 1);
+    sum(mul(y, rand_tensor(y.shape(), 44, -1, 1, DType::F32))).backward();
+    return std::vector<std::vector<double>>{y.to_vector(), x.grad().to_vector(), w.grad().to_vector(),
+                                            b.grad().to_vector()};
+  };
+  const auto one = run(1), three = run(3);
+  omp_set_num_threads(saved);
+  const char* names[] = {"y", "dx", "dw", "db"};
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_EQ(one[i], three[i]) << names[i];
 }

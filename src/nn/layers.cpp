@@ -1,6 +1,8 @@
 #include "nn/layers.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace attn::nn {
 
@@ -23,6 +25,31 @@ Tensor Linear::forward(const Tensor& x) const {
 
 Tensor Linear::forward_gelu(const Tensor& x) const {
   return quant_point("out", linear_gelu(quant_point("in", x), working(weight), working(bias)));
+}
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t s, int64_t p, bool with_bias,
+               LinearInit init, Generator& gen, DType dt)
+    : stride(s), padding(p) {
+  if (in < 1 || out < 1 || kernel < 1 || s < 1 || p < 0)
+    throw std::invalid_argument(
+        "Conv2d: need in, out, kernel, stride >= 1 and padding >= 0, got in " + std::to_string(in) +
+        ", out " + std::to_string(out) + ", kernel " + std::to_string(kernel) + ", stride " +
+        std::to_string(s) + ", padding " + std::to_string(p));
+  const Shape shape{out, in, kernel, kernel};
+  if (init.kind == InitKind::FanIn) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in * kernel * kernel));
+    weight = register_param("weight", uniform(shape, gen, {dt}, -bound, bound), true);
+    if (with_bias) bias = register_param("bias", uniform({out}, gen, {dt}, -bound, bound), false);
+    return;
+  }
+  Tensor w = Tensor::empty(shape, dt);
+  init_normal(w, init.std, gen);
+  weight = register_param("weight", w, true);
+  if (with_bias) bias = register_param("bias", zeros({out}, {dt}), false);
+}
+
+Tensor Conv2d::forward(const Tensor& x) const {
+  return conv2d(x, working(weight), working(bias), stride, padding);
 }
 
 Embedding::Embedding(int64_t vocab, int64_t dim, double init_std, Generator& gen, DType dt) {

@@ -1,4 +1,4 @@
-// The basic layers: Linear, Embedding, normalisation, MLP.
+// The basic layers: Linear, Conv2d, Embedding, normalisation, MLP.
 #pragma once
 #include "nn/config.h"
 #include "nn/module.h"
@@ -12,6 +12,18 @@ class Linear : public Module {
   Linear(int64_t in, int64_t out, bool bias, LinearInit init, Generator& gen, DType dt);
   Tensor forward(const Tensor& x) const;
   Tensor forward_gelu(const Tensor& x) const;  // gelu(forward(x)), fused on CUDA (linear_gelu)
+  Tensor weight, bias;
+};
+
+// PyTorch's nn.Conv2d with a square kernel: x [B, in, H, W] -> [B, out, Ho, Wo] (ops.h conv2d),
+// weight [out, in, k, k], bias [out]. Init as Linear with fan_in = in·k·k: FanIn is PyTorch's
+// default U(±1/√fan_in) for weight and bias; Normal is N(0, std) and a zero bias.
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool bias,
+         LinearInit init, Generator& gen, DType dt);
+  Tensor forward(const Tensor& x) const;
+  int64_t stride, padding;
   Tensor weight, bias;
 };
 

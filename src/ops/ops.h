@@ -24,6 +24,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // difference): the BIAS GEMM and the GELU kernel.
 Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b);
 
+// ---- conv.cpp ---------------------------------------------------------------------------
+// PyTorch's F.conv2d (cross-correlation, zero padding; one stride and one padding for both
+// axes): x [B, Cin, H, W], w [Cout, Cin, KH, KW], b [Cout] or undefined (no bias)
+// -> [B, Cout, Ho, Wo], Ho = (H + 2·padding − KH)/stride + 1 (floor), likewise Wo.
+// Differentiable in x, w and b. CPU f32/f64, CUDA f32/bf16.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(), int64_t stride = 1,
+              int64_t padding = 0);
+// On CUDA, conv2d builds its column matrix (im2col) for a chunk of samples at a time, as many as
+// fit in this many bytes (at least one sample); 256 MiB unless set. Returns the previous value.
+// For tests of the chunking, and to trade memory for fewer, larger GEMMs. The CPU builds one
+// column matrix per sample and thread, whatever the budget.
+int64_t set_conv2d_column_budget(int64_t bytes);
+
 // ---- elementwise.cpp --------------------------------------------------------------------
 // Binary ops broadcast NumPy-style (row, column and scalar operands included).
 Tensor add(const Tensor& a, const Tensor& b);

@@ -1,5 +1,5 @@
 // Host launchers of the op kernels (kernels/{elementwise,reduce,softmax,norm,loss,embedding,
-// shape,rope,dropout,adamw}.cuh) and the cuBLASLt GEMM. Plain C++: the ops (src/ops/*.cpp),
+// shape,rope,dropout,adamw,conv}.cuh) and the cuBLASLt GEMM. Plain C++: the ops (src/ops/*.cpp),
 // the optimizer and the tests include it. In a CPU-only build ops_cuda_stub.cpp defines every
 // function to throw "built without CUDA".
 //
@@ -115,6 +115,29 @@ void copy_rows(void* dst, int64_t dst_stride, const void* src, int64_t src_strid
 // when inverse (the backward).
 void rope(DType dt, const void* x, void* y, int64_t rows, int64_t T, int64_t D, double base,
           int64_t offset, bool inverse, int device);
+
+// ---- 2-D convolution (kernels/conv.cuh, ops_cuda_conv.cu) --------------------------------------
+// The geometry of conv2d (src/ops/conv.cpp, which validates it): x [batch, in_channels, height,
+// width], w [out_channels, in_channels, kernel_h, kernel_w], y [batch, out_channels, out_h,
+// out_w] with out_h = (height + 2·padding − kernel_h)/stride + 1, likewise out_w.
+struct Conv2dShape {
+  int64_t batch, in_channels, height, width;
+  int64_t out_channels, kernel_h, kernel_w;
+  int64_t stride, padding;
+  int64_t out_h, out_w;
+};
+// y = conv2d(x, w) + bias (bias: out_channels values, or null). Per chunk of samples (as many as
+// fit their column matrix in column_budget bytes, at least one): im2col into [Cin·KH·KW,
+// chunk·Ho·Wo], then one strided-batched GEMM y_n = W·col_n; a bias rides in that GEMM as one
+// more column of W against a row of ones in col, so y is rounded once.
+void conv2d_forward(DType dt, const Conv2dShape& s, const void* x, const void* w, const void* bias,
+                    void* y, int64_t column_budget, int device);
+// dx = col2im(Wᵀ·dy) (a gather per x element in a fixed order: no atomics, deterministic) and
+// dw = Σ_n dy_n·col_nᵀ (one GEMM per chunk over its samples' positions; with more than one chunk
+// the partial sums are added in f32, then dw is rounded once). Either may be null (not wanted).
+// The chunk's column matrix and its dy (permuted to [Cout, chunk·Ho·Wo]) share column_budget.
+void conv2d_backward(DType dt, const Conv2dShape& s, const void* dy, const void* x, const void* w,
+                     void* dx, void* dw, int64_t column_budget, int device);
 
 // ---- optimizer (kernels/adamw.cuh) -------------------------------------------------------------
 // One AdamW update of an f32 parameter with f32 moments m, v and an f32 or bf16 gradient, the

@@ -71,6 +71,14 @@ bool gemm_bias_gelu(DType, bool, bool, int64_t, int64_t, int64_t, const void*, i
                     int64_t, void*, void*, int64_t, const void*, int) {
   no_cuda();
 }
+void conv2d_forward(DType, const Conv2dShape&, const void*, const void*, const void*, void*,
+                    int64_t, int) {
+  no_cuda();
+}
+void conv2d_backward(DType, const Conv2dShape&, const void*, const void*, const void*, void*, void*,
+                     int64_t, int) {
+  no_cuda();
+}
 void adamw_step(float*, float*, float*, DType, const void*, bf16*, int64_t, const AdamWScalars&,
                 int) {
   no_cuda();
