@@ -212,6 +212,10 @@ std::vector<OpCase> all_cases() {
   add_case("cross_entropy_all_ignored", {OpId::CrossEntropy}, {{3, 4}}, [](const V& x) {
     return cross_entropy(x[0], ints_like(x[0], {-1, -1, -1}, {3}), -1);
   });
+  // ---- CTC on raw log-probability-like inputs (tests/test_gpu_ctc.cpp has the edge cases)
+  add_case("ctc_loss", {OpId::CtcLoss}, {{2, 6, 5}}, [](const V& x) {
+    return ctc_loss(x[0], {1, 2, 2, 3}, {3, 1}, {6, 4});
+  }, -3, 0);
   // ---- norms: odd widths, and enough rows for the split parameter-gradient sums
   add_case("layer_norm", {OpId::LayerNorm}, {{3, 7}, {7}, {7}}, [](const V& x) { return layer_norm(x[0], x[1], x[2]); });
   add_case("layer_norm_wide", {OpId::LayerNorm}, {{300, 96}, {96}, {96}}, [](const V& x) { return layer_norm(x[0], x[1], x[2]); });

@@ -157,6 +157,16 @@ std::vector<GradCase> all_cases() {
   add_case("cross_entropy", {OpId::CrossEntropy}, {{5, 7}}, [](const V& x) {
     return cross_entropy(mul(x[0], 3.0), ids_tensor({1, -100, 6, 0, 3}, {5}));
   });
+  // CTC on raw inputs as log_probs (no log_softmax: the true gradient with respect to them),
+  // values in [−2, 0]. None: a repeat ("11", needing a blank between), a blank-only target, and
+  // three labels in 4 of the 6 frames (frames 4 and 5 get 0). Mean with blank = 2 (not 0) and an
+  // impossible sample ("11" in 2 frames), which zero_infinity holds at 0 with a 0 gradient.
+  add_case("ctc_loss_none", {OpId::CtcLoss}, {{3, 6, 4}}, [](const V& x) {
+    return ctc_loss(x[0], {1, 1, 1, 2, 3}, {2, 0, 3}, {6, 5, 4}, 0, CtcReduction::None);
+  }, -2, 0);
+  add_case("ctc_loss_mean", {OpId::CtcLoss}, {{3, 5, 3}}, [](const V& x) {
+    return ctc_loss(x[0], {0, 1, 1, 1, 1}, {1, 2, 2}, {5, 4, 2}, 2, CtcReduction::Mean);
+  }, -2, 0);
   // norms (odd widths)
   add_case("layer_norm", {OpId::LayerNorm}, {{3, 7}, {7}, {7}}, [](const V& x) { return layer_norm(x[0], x[1], x[2]); });
   add_case("rms_norm", {OpId::RmsNorm}, {{2, 3, 5}, {5}}, [](const V& x) { return rms_norm(x[0], x[1]); });

@@ -10,7 +10,7 @@ namespace attn {
   X(Sigmoid) X(Relu) X(Gelu) X(Silu) X(Round) X(Sum) X(Mean) X(Max) X(Softmax) X(LogSoftmax)          \
   X(CrossEntropy) X(LayerNorm) X(RmsNorm) X(Embedding) X(Reshape) X(Permute) X(Concat)        \
   X(Slice) X(Dropout) X(Where) X(MaskedFill) X(Attention) X(Rope) X(Cast) X(Linear)       \
-  X(Conv2d)
+  X(Conv2d) X(CtcLoss)
 
 enum class OpId {
 #define ATTNLAB_OP_ENUM(name) name,

@@ -78,6 +78,24 @@ Tensor log_softmax(const Tensor& x);
 // (i32/i64). Fused and stable (log-sum-exp). Returns 0 when every row is ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 
+// ---- ctc.cpp ----------------------------------------------------------------------------
+// Connectionist temporal classification (Graves et al., 2006) with PyTorch's F.ctc_loss
+// semantics, batch first: log_probs [B, T, C] (a log_softmax's output), the B label sequences
+// concatenated in `targets` (each label in [0, C) and != blank), target_lengths and
+// input_lengths [B] (each input length <= T; frames t >= input_length are not read).
+//   nll_b = −log Σ_{alignments π of length input_length_b that collapse to l_b} Π_t lp[b, t, π_t]
+//   Mean: (1/B) Σ_b nll_b / max(target_length_b, 1);  Sum: Σ_b nll_b;  None: [B] of nll_b.
+// An impossible alignment (too few frames for the labels and the blanks between repeats) has
+// nll = +inf: counted as 0, with 0 gradient, under zero_infinity; otherwise the loss is +inf and
+// that sample's gradient NaN (as PyTorch's). The gradient is the true ∂loss/∂log_probs (see
+// ctc.cpp). CPU: f32 and f64, accumulated in f64. CUDA: f32 and bf16. The loss has log_probs'
+// dtype.
+enum class CtcReduction { Mean, Sum, None };
+Tensor ctc_loss(const Tensor& log_probs, const std::vector<int32_t>& targets,
+                const std::vector<int64_t>& target_lengths,
+                const std::vector<int64_t>& input_lengths, int64_t blank = 0,
+                CtcReduction reduction = CtcReduction::Mean, bool zero_infinity = true);
+
 // ---- norm.cpp (last axis) ---------------------------------------------------------------
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);

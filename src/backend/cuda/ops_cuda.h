@@ -1,4 +1,4 @@
-// Host launchers of the op kernels (kernels/{elementwise,reduce,softmax,norm,loss,embedding,
+// Host launchers of the op kernels (kernels/{elementwise,reduce,softmax,norm,loss,ctc,embedding,
 // shape,rope,dropout,adamw,conv}.cuh) and the cuBLASLt GEMM. Plain C++: the ops (src/ops/*.cpp),
 // the optimizer and the tests include it. In a CPU-only build ops_cuda_stub.cpp defines every
 // function to throw "built without CUDA".
@@ -83,6 +83,32 @@ void cross_entropy_forward(DType dt, const void* logits, const void* targets, bo
 void cross_entropy_backward(DType dt, const void* logits, const float* lse, const void* targets,
                             bool targets_i64, int64_t ignore_index, int64_t N, int64_t C,
                             int64_t valid, const void* g, void* dx, int device);
+
+// ---- CTC loss (kernels/ctc.cuh, ops_cuda_ctc.cu; the maths in src/ops/ctc.cpp) -------------
+// A batch's labels on the device (i64), checked by the caller: sample b has input_lengths[b]
+// (<= T) frames and the labels targets[target_offsets[b], + target_lengths[b]) (in [0, C),
+// != blank, at most (S − 1)/2 of them). next_same[k]: the position in its sample of the next
+// occurrence of label k's value, or −1; first_same[k]: 1 at a value's first occurrence.
+struct CtcLabels {
+  const int64_t *input_lengths, *target_lengths, *target_offsets, *targets, *next_same,
+      *first_same;
+  int64_t B, T, C, S, blank;  // S = 2·max target length + 1
+};
+enum class CtcReduce : uint8_t { Mean, Sum, None };
+// log_probs [B, T, C] (dt). Writes, for the backward, alpha [B, T, S] (f32: log α_t(s) minus
+// its frame's maximum over s), log_scale [B, T] (f64: the running sum of those maxima, so that
+// log α = alpha + log_scale) and nll [B] (f64, +inf where no alignment exists); and out (dt):
+// nll [B] (None) or one element, Σ nll (Sum) or the mean of nll_b / max(L_b, 1) (Mean), an
+// infinite nll counted as 0 under zero_infinity.
+void ctc_loss_forward(DType dt, const void* log_probs, const CtcLabels& labels, CtcReduce reduction,
+                      bool zero_infinity, float* alpha, double* log_scale, double* nll, void* out,
+                      int device);
+// grad [B, T, C] (dt) = ∂out/∂log_probs times g (dt: one element, or [B] for None): 0 on frames
+// t >= input_length and, under zero_infinity, for an impossible sample (NaN without it).
+void ctc_loss_backward(DType dt, const void* log_probs, const CtcLabels& labels,
+                       CtcReduce reduction, bool zero_infinity, const float* alpha,
+                       const double* log_scale, const double* nll, const void* g, void* grad,
+                       int device);
 
 // ---- layer_norm (center = true) / rms_norm over the last axis (kernels/norm.cuh) --------------
 // x [rows, D], w [D], b [D] or null. y = x̂∘w + b; saves mean [rows] (0 for rms) and rstd [rows]

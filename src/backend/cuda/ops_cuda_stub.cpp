@@ -44,6 +44,14 @@ void cross_entropy_backward(DType, const void*, const float*, const void*, bool,
                             int64_t, int64_t, const void*, void*, int) {
   no_cuda();
 }
+void ctc_loss_forward(DType, const void*, const CtcLabels&, CtcReduce, bool, float*, double*,
+                      double*, void*, int) {
+  no_cuda();
+}
+void ctc_loss_backward(DType, const void*, const CtcLabels&, CtcReduce, bool, const float*,
+                       const double*, const double*, const void*, void*, int) {
+  no_cuda();
+}
 void norm_forward(DType, const void*, const void*, const void*, void*, float*, float*, int64_t,
                   int64_t, double, bool, int) {
   no_cuda();
