@@ -17,6 +17,9 @@ PACKAGES=(
   python3 python3-numpy python3-torch libopenblas0-pthread
   # data: the KJV Bible text for the LM, Fashion-MNIST for the ViT
   bible-kjv dataset-fashion-mnist
+  # speech: espeak-ng synthesises the corpus; libsndfile reads WAV/FLAC, libsamplerate
+  # resamples, FFTW computes the log-mel features
+  espeak-ng libsndfile1-dev libsamplerate0-dev libfftw3-dev
 )
 
 missing=()

@@ -1,6 +1,7 @@
 // The schema: the trainer's own keys around every task's (tasks/registry.h). A key two tasks
 // share (the transformer's) is listed once; a task's own keys say which task has them.
 #include <algorithm>
+#include <stdexcept>
 
 #include "config/config.h"
 #include "tasks/registry.h"
@@ -13,7 +14,7 @@ namespace {
 
 std::vector<KeySpec> trainer_head() {
   return {
-      choice_key("task", "lm", "What is trained: lm (decoder LM on text) or vit (image classifier).", {"lm", "vit"}),
+      choice_key("task", "lm", "What is trained: lm (decoder LM on text), vit (image classifier) or asr (speech recognition with CTC).", {"lm", "vit", "asr"}),
       string_key("run.name", "kjv-char", "Experiment name; the default run directory is runs/<name>-<variant>-s<seed>."),
       auto_allowed(string_key("run.dir", "auto", "Run directory (auto: from run.name, the variant and the seed).")),
       int_key("run.seed", "1", "Seed of the initialisation, the data order and dropout.", 0, kMaxCount),
@@ -54,8 +55,13 @@ void append(std::vector<KeySpec>& s, std::vector<KeySpec> keys, const std::strin
     if (it == s.end()) {
       if (!task.empty()) k.tasks = {task};
       s.push_back(std::move(k));
-    } else if (!task.empty() && !it->tasks.empty()) {
-      it->tasks.push_back(task);
+    } else {
+      // Two tasks may share a key only if it means the same thing to both (a key whose type,
+      // default or choices differ per task would validate one task's value by the other's rule).
+      if (it->type != k.type || it->default_value != k.default_value || it->choices != k.choices)
+        throw std::logic_error("config key '" + k.path + "' is defined differently by task '" + task +
+                               "' and by " + (it->tasks.empty() ? std::string("the shared schema") : "task '" + it->tasks[0] + "'"));
+      if (!task.empty() && !it->tasks.empty()) it->tasks.push_back(task);
     }
   }
 }
