@@ -94,3 +94,41 @@ TEST(AsrRun, ConfigAndDataErrorsNameTheKeyAndTheFile) {
   Result r = run(tiny_asr(d, 2, "--set data.val=" + m));
   EXPECT_TRUE(contains(r.err, "/nonexistent/x1.wav")) << r.err;
 }
+
+// ---- on a GPU (skipped without one; run on the emulated device as emu_test_gpu_asr_e2e) -------
+
+// The same speech run on the CPU and on CUDA, f32 and bf16: d 128 with 2 heads (head dim 64), so
+// bf16 runs the flash kernels with key padding masks; the conv and CTC kernels in both. The
+// tolerances are the LM's and the ViT's: f32 tracks the CPU to 1e-4 relative per step
+// (summation order), bf16 to 2e-2 (8-bit mantissas).
+std::string gpu_asr(const std::string& dir, const std::string& device_args) {
+  return "train -q --set task=asr --set run.dir=" + dir + " --set data.corpus_dir=" + corpus() +
+         " --set data.cache_dir=" + cache_dir() +
+         " --set model.conv_channels=8 --set model.d_model=128 --set model.n_layers=2 --set model.n_heads=2"
+         " --set model.position=sinusoidal --set train.batch_size=4 --set train.steps=3 --set train.warmup_steps=1"
+         " --set eval.batches=1 --set eval.test_batches=1 --set log.every=1 --set eval.every=3 --set run.threads=2"
+         " --set attention.variant=sigmoid" + device_args;
+}
+
+TEST(GpuAsrTrain, CudaRunsTrackTheCpuRun) {
+  if (!binary_sees_a_gpu()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped";
+  std::string cpu = scratch("gpu-asr-cpu"), f32 = scratch("gpu-asr-f32"), bf = scratch("gpu-asr-bf16");
+  ASSERT_EQ(run(gpu_asr(cpu, "")).code, 0);
+  Result rf = run(gpu_asr(f32, " --set run.device=cuda"));
+  ASSERT_EQ(rf.code, 0) << rf.err;
+  Result rb = run(gpu_asr(bf, " --set run.device=cuda --set run.precision=bf16"));
+  ASSERT_EQ(rb.code, 0) << rb.err;
+  std::vector<double> lc = losses(cpu), lf = losses(f32), lb = losses(bf);
+  ASSERT_EQ(lc.size(), 3u);
+  ASSERT_EQ(lf.size(), 3u);
+  ASSERT_EQ(lb.size(), 3u);
+  for (size_t i = 0; i < lc.size(); ++i) {
+    EXPECT_NEAR(lf[i], lc[i], 1e-4 * lc[i]) << "f32, step " << i + 1;
+    EXPECT_NEAR(lb[i], lc[i], 2e-2 * lc[i]) << "bf16, step " << i + 1;
+  }
+  auto sc = nlohmann::json::parse(slurp(cpu + "/summary.json")), sf = nlohmann::json::parse(slurp(f32 + "/summary.json"));
+  EXPECT_NEAR(sf["final_val_loss"].get<double>(), sc["final_val_loss"].get<double>(), 1e-4 * sc["final_val_loss"].get<double>());
+  auto s = nlohmann::json::parse(slurp(bf + "/summary.json"));
+  EXPECT_EQ(s["device"], "cuda:0");
+  EXPECT_EQ(s["precision"], "bf16");
+}
