@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
 
 #include "e2e_util.h"
 
@@ -93,6 +94,35 @@ TEST(AsrRun, ConfigAndDataErrorsNameTheKeyAndTheFile) {
   expect_config_error(tiny_asr(d, 2, "--set data.val=" + m), "config key 'data.val': ", d);
   Result r = run(tiny_asr(d, 2, "--set data.val=" + m));
   EXPECT_TRUE(contains(r.err, "/nonexistent/x1.wav")) << r.err;
+}
+
+// The run keeps its corpus' fingerprints (corpus.json): once the corpus it was trained on has
+// changed (here a transcript of the validation manifest), an eval (and a resume: the same check
+// in AsrTask::prepare) is refused rather
+// than silently scoring another data set.
+TEST(AsrRun, AChangedCorpusIsRefused) {
+  std::string d = scratch("asr-corpus-changed"), val = scratch("asr-val.jsonl");
+  std::vector<nlohmann::json> rows;
+  {
+    std::ifstream in(corpus() + "/val.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json r = nlohmann::json::parse(line);
+      r["path"] = corpus() + "/" + r["path"].get<std::string>();
+      rows.push_back(r);
+    }
+  }
+  auto write_val = [&] {
+    std::ofstream out(val);
+    for (const auto& r : rows) out << r.dump() << "\n";
+  };
+  write_val();
+  ASSERT_EQ(run(tiny_asr(d, 4, "--set data.val=" + val)).code, 0);
+  ASSERT_EQ(run("eval " + d).code, 0);
+  rows[0]["transcript"] = "AND GOD SAW THE LIGHT";
+  write_val();
+  Result e = run("eval " + d);
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(contains(e.err, "config key 'data.val': the corpus differs from the one this run was trained on")) << e.err;
 }
 
 // ---- on a GPU (skipped without one; run on the emulated device as emu_test_gpu_asr_e2e) -------
