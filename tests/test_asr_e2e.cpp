@@ -97,9 +97,8 @@ TEST(AsrRun, ConfigAndDataErrorsNameTheKeyAndTheFile) {
 }
 
 // The run keeps its corpus' fingerprints (corpus.json): once the corpus it was trained on has
-// changed (here a transcript of the validation manifest), an eval (and a resume: the same check
-// in AsrTask::prepare) is refused rather
-// than silently scoring another data set.
+// changed (here a transcript of the validation manifest), an eval is refused rather than
+// silently scoring another data set (a resume goes through the same check, AsrTask::prepare).
 TEST(AsrRun, AChangedCorpusIsRefused) {
   std::string d = scratch("asr-corpus-changed"), val = scratch("asr-val.jsonl");
   std::vector<nlohmann::json> rows;
