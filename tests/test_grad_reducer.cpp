@@ -44,7 +44,8 @@ Tensor coefficients(int rank, size_t param, int round, DType dtype) {
 
 // Rank r's loss, using the params in a rank-dependent order (so its backward completes them in
 // a different order) and skipping the params in `unused`.
-Tensor loss_of(const ParamList& ps, int rank, int round, DType dtype, const std::vector<size_t>& unused = {}) {
+Tensor loss_of(const ParamList& ps, int rank, int round, DType dtype,
+               const std::vector<size_t>& unused = {}) {
   Tensor total;
   for (size_t k = 0; k < ps.size(); ++k) {
     const size_t i = (k + static_cast<size_t>(rank)) % ps.size();
@@ -60,7 +61,9 @@ std::vector<double> mean_coefficient(int world, size_t param, std::vector<int> r
                                      const std::vector<int>& using_ranks = {}) {
   std::vector<double> m(kSizes[param], 0.0);
   for (int r = 0; r < world; ++r) {
-    if (!using_ranks.empty() && std::find(using_ranks.begin(), using_ranks.end(), r) == using_ranks.end()) continue;
+    if (!using_ranks.empty() &&
+        std::find(using_ranks.begin(), using_ranks.end(), r) == using_ranks.end())
+      continue;
     for (int round : rounds) {
       const std::vector<double> c = coefficients(r, param, round, DType::F64).to_vector();
       for (size_t j = 0; j < m.size(); ++j) m[j] += c[j] / world;
@@ -69,9 +72,11 @@ std::vector<double> mean_coefficient(int world, size_t param, std::vector<int> r
   return m;
 }
 
-void expect_near(const std::vector<double>& got, const std::vector<double>& want, double tol, const std::string& what) {
+void expect_near(const std::vector<double>& got, const std::vector<double>& want, double tol,
+                 const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t j = 0; j < got.size(); ++j) ASSERT_NEAR(got[j], want[j], tol * (1 + std::abs(want[j]))) << what << "[" << j << "]";
+  for (size_t j = 0; j < got.size(); ++j)
+    ASSERT_NEAR(got[j], want[j], tol * (1 + std::abs(want[j]))) << what << "[" << j << "]";
 }
 
 }  // namespace
@@ -94,7 +99,8 @@ TEST(GradReducer, AveragesEveryGradientBucketByBucket) {
       EXPECT_EQ(comm.collectives, static_cast<int>(red.buckets().size()));
       EXPECT_GE(st.comm_s, st.hidden_s);
       for (size_t i = 0; i < ps.size(); ++i)
-        expect_near(ps[i].value.grad().to_vector(), mean_coefficient(world, i, {0}), 1e-15, ps[i].name);
+        expect_near(ps[i].value.grad().to_vector(), mean_coefficient(world, i, {0}), 1e-15,
+                    ps[i].name);
     });
   }
 }
@@ -111,7 +117,8 @@ TEST(GradReducer, AccumulatedMicroBatchesAreReducedOnceOnTheArmedBackward) {
     red.finish();
     EXPECT_EQ(comm.collectives, static_cast<int>(red.buckets().size()));
     for (size_t i = 0; i < ps.size(); ++i)
-      expect_near(ps[i].value.grad().to_vector(), mean_coefficient(3, i, {0, 1}), 1e-15, ps[i].name);
+      expect_near(ps[i].value.grad().to_vector(), mean_coefficient(3, i, {0, 1}), 1e-15,
+                  ps[i].name);
   });
 }
 
@@ -150,11 +157,13 @@ struct ZeroCase {
 };
 
 // AdamW on one set of params with the mean gradient: what every rank of a job without ZeRO does.
-std::vector<std::vector<double>> reference_adamw(int world, double clip, int steps, AdamW* keep = nullptr) {
+std::vector<std::vector<double>> reference_adamw(int world, double clip, int steps,
+                                                 AdamW* keep = nullptr) {
   ParamList ps = make_params(DType::F32);
   AdamW opt(ps, {1e-2, 0.9, 0.95, 1e-8, 0.1});
   for (int s = 0; s < steps; ++s) {
-    for (size_t i = 0; i < ps.size(); ++i) ps[i].value.set_grad(from_vector(mean_coefficient(world, i, {s}), {kSizes[i]}));
+    for (size_t i = 0; i < ps.size(); ++i)
+      ps[i].value.set_grad(from_vector(mean_coefficient(world, i, {s}), {kSizes[i]}));
     clip_grad_norm(ps, clip);
     opt.step(1e-2);
     opt.zero_grad();
@@ -178,8 +187,10 @@ TEST(ZeroOptimizer, MatchesAdamWOnTheMeanGradient) {
       int64_t total = 0;
       for (const Param& p : ps) total += p.value.numel();
       // m and v for about 1/W of the elements (each bucket padded to a multiple of W).
-      EXPECT_LE(zero.state_bytes(), 2 * 4 * (total / zc.world + static_cast<int64_t>(red.buckets().size())));
-      EXPECT_GE(zero.state_bytes(), 2 * 4 * (total / zc.world - static_cast<int64_t>(red.buckets().size())));
+      EXPECT_LE(zero.state_bytes(),
+                2 * 4 * (total / zc.world + static_cast<int64_t>(red.buckets().size())));
+      EXPECT_GE(zero.state_bytes(),
+                2 * 4 * (total / zc.world - static_cast<int64_t>(red.buckets().size())));
       for (int s = 0; s < 4; ++s) {
         red.arm();
         loss_of(ps, comm.rank(), s, DType::F32).backward();
@@ -191,7 +202,8 @@ TEST(ZeroOptimizer, MatchesAdamWOnTheMeanGradient) {
       // f32 maths on both sides; only the order of the norm's sum and of the mean (f64 here)
       // can differ, and the clip coefficient carries that: 1e-6 relative.
       for (size_t i = 0; i < ps.size(); ++i)
-        expect_near(ps[i].value.to_vector(), want[i], 1e-6, "world " + std::to_string(zc.world) + " " + ps[i].name);
+        expect_near(ps[i].value.to_vector(), want[i], 1e-6,
+                    "world " + std::to_string(zc.world) + " " + ps[i].name);
     });
   }
 }
@@ -220,8 +232,10 @@ TEST(ZeroOptimizer, ItsStateGathersToAdamWsAndScattersBack) {
     EXPECT_EQ(full.steps(), 2);
     for (size_t i = 0; i < ps.size(); ++i) {
       EXPECT_EQ(full.state()[i].step, 2) << ps[i].name;
-      expect_near(full.state()[i].m.to_vector(), ref.state()[i].m.to_vector(), 1e-6, "m of " + ps[i].name);
-      expect_near(full.state()[i].v.to_vector(), ref.state()[i].v.to_vector(), 1e-6, "v of " + ps[i].name);
+      expect_near(full.state()[i].m.to_vector(), ref.state()[i].m.to_vector(), 1e-6,
+                  "m of " + ps[i].name);
+      expect_near(full.state()[i].v.to_vector(), ref.state()[i].v.to_vector(), 1e-6,
+                  "v of " + ps[i].name);
       expect_near(ps[i].value.to_vector(), after2[i], 1e-6, ps[i].name);
     }
     // A fresh shard (a resume) from the whole state continues the same run.
@@ -230,7 +244,8 @@ TEST(ZeroOptimizer, ItsStateGathersToAdamWsAndScattersBack) {
     EXPECT_EQ(resumed.steps(), 2);
     run_step(resumed, 2);
     run_step(resumed, 3);
-    for (size_t i = 0; i < ps.size(); ++i) expect_near(ps[i].value.to_vector(), after4[i], 1e-6, ps[i].name);
+    for (size_t i = 0; i < ps.size(); ++i)
+      expect_near(ps[i].value.to_vector(), after4[i], 1e-6, ps[i].name);
   });
 }
 
@@ -273,6 +288,7 @@ TEST(JobCommunicatorDeathTest, AStuckCollectiveAbortsTheJobNamingTheRank) {
         c.barrier();
       },
       ::testing::ExitedWithCode(7),
-      "rank 1: collective barrier did not finish within dist.timeout_s = 0.3 s: another rank of the 3 has died "
+      "rank 1: collective barrier did not finish within dist.timeout_s = 0.3 s: another rank of "
+      "the 3 has died "
       "or stalled");
 }

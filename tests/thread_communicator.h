@@ -47,14 +47,17 @@ class ThreadJob {
       job_.sync_.arrive_and_wait();
       write(out, 0, all);
     }
-    void reduce_scatter(const Tensor& in, Tensor& out, dist::ReduceOp op = dist::ReduceOp::Sum) override {
+    void reduce_scatter(const Tensor& in, Tensor& out,
+                        dist::ReduceOp op = dist::ReduceOp::Sum) override {
       ++collectives;
       const std::vector<double> sum = job_.sum_of(rank(), in, op);
       const size_t n = sum.size() / world_size();
       write(out, 0, std::vector<double>(sum.begin() + rank() * n, sum.begin() + (rank() + 1) * n));
     }
     void barrier() override { job_.sync_.arrive_and_wait(); }
-    [[noreturn]] void abort(int, const std::string& why) override { throw std::runtime_error("abort: " + why); }
+    [[noreturn]] void abort(int, const std::string& why) override {
+      throw std::runtime_error("abort: " + why);
+    }
 
     int collectives = 0;  // started by this rank
 
@@ -65,7 +68,8 @@ class ThreadJob {
       job_.sync_.arrive_and_wait();
     }
     static void write(Tensor& t, int64_t, const std::vector<double>& v) {
-      if (static_cast<int64_t>(v.size()) != t.numel()) throw std::logic_error("ThreadJob: size mismatch");
+      if (static_cast<int64_t>(v.size()) != t.numel())
+        throw std::logic_error("ThreadJob: size mismatch");
       const Tensor src = from_vector(v, t.shape(), {t.dtype()});
       copy_bytes(t.raw_data(), t.device(), src.raw_data(), src.device(), t.nbytes());
     }

@@ -20,7 +20,8 @@ std::unique_ptr<dist::Communicator> open_job(const config::Config& c, Device dev
   dist::CommOptions o;
   o.device = device;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.get_float("dist.timeout_s") * 1000));
-  return std::make_unique<JobCommunicator>(dist::make_communicator(place, o), c.get_float("dist.timeout_s"), device);
+  return std::make_unique<JobCommunicator>(dist::make_communicator(place, o),
+                                           c.get_float("dist.timeout_s"), device);
 }
 
 void broadcast_parameters(dist::Communicator& comm, const ParamList& params) {
@@ -49,9 +50,10 @@ void check_parameters_equal(dist::Communicator& comm, const ParamList& params) {
   for (int r = 1; r < comm.world_size(); ++r)
     if (all.data<int64_t>()[r] != all.data<int64_t>()[0]) differ.push_back(r);
   if (!differ.empty())
-    throw std::runtime_error(fmt::format("the parameters of rank(s) {} differ from rank 0's after the broadcast "
-                                         "(checksums of every parameter's bytes)",
-                                         fmt::join(differ, ", ")));
+    throw std::runtime_error(
+        fmt::format("the parameters of rank(s) {} differ from rank 0's after the broadcast "
+                    "(checksums of every parameter's bytes)",
+                    fmt::join(differ, ", ")));
 }
 
 tasks::Shard task_shard(dist::Communicator& comm) {

@@ -10,14 +10,16 @@
 
 namespace attn::train {
 
-void copy_elements(Tensor& dst, int64_t dst_offset, const Tensor& src, int64_t src_offset, int64_t n) {
+void copy_elements(Tensor& dst, int64_t dst_offset, const Tensor& src, int64_t src_offset,
+                   int64_t n) {
   if (dst.dtype() != src.dtype()) throw std::invalid_argument("copy_elements: dtypes differ");
   const size_t es = dtype_size(dst.dtype());
   copy_bytes(static_cast<char*>(dst.raw_data()) + dst_offset * es, dst.device(),
              static_cast<const char*>(src.raw_data()) + src_offset * es, src.device(), n * es);
 }
 
-GradReducer::GradReducer(dist::Communicator& comm, const ParamList& params, int64_t bucket_bytes, Mode mode)
+GradReducer::GradReducer(dist::Communicator& comm, const ParamList& params, int64_t bucket_bytes,
+                         Mode mode)
     : comm_(comm), params_(params), mode_(mode) {
   if (bucket_bytes <= 0) throw std::invalid_argument("GradReducer: bucket_bytes must be positive");
   if (params_.empty()) throw std::invalid_argument("GradReducer: no parameters");
@@ -25,10 +27,11 @@ GradReducer::GradReducer(dist::Communicator& comm, const ParamList& params, int6
   const Device device = params_[0].value.device();
   for (const Param& p : params_)
     if (p.value.dtype() != dtype || p.value.device() != device)
-      throw std::invalid_argument(fmt::format("GradReducer: parameter '{}' is {} on {}, the first one {} on {}: "
-                                              "one dtype and device for all",
-                                              p.name, dtype_name(p.value.dtype()), p.value.device().str(),
-                                              dtype_name(dtype), device.str()));
+      throw std::invalid_argument(
+          fmt::format("GradReducer: parameter '{}' is {} on {}, the first one {} on {}: "
+                      "one dtype and device for all",
+                      p.name, dtype_name(p.value.dtype()), p.value.device().str(),
+                      dtype_name(dtype), device.str()));
   const int64_t es = static_cast<int64_t>(dtype_size(dtype)), world = comm_.world_size();
   bucket_of_.resize(params_.size());
   // Reverse order: the last params (the head, the last block) finish first in a backward.
@@ -52,9 +55,10 @@ GradReducer::GradReducer(dist::Communicator& comm, const ParamList& params, int6
   // The hooks outlive nothing they point at: the reducer clears `self` before it goes.
   self_ = std::make_shared<GradReducer*>(this);
   for (size_t k = 0; k < params_.size(); ++k)
-    params_[k].value.add_grad_ready_hook([self = std::weak_ptr<GradReducer*>(self_), k](const Tensor&) {
-      if (auto s = self.lock(); s && *s) (*s)->on_ready(k);
-    });
+    params_[k].value.add_grad_ready_hook(
+        [self = std::weak_ptr<GradReducer*>(self_), k](const Tensor&) {
+          if (auto s = self.lock(); s && *s) (*s)->on_ready(k);
+        });
   thread_ = std::thread([this] { communicate(); });
 }
 
@@ -70,7 +74,8 @@ GradReducer::~GradReducer() {
 
 void GradReducer::arm() {
   if (armed_) throw std::logic_error("GradReducer::arm: the previous step was not finished");
-  for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = static_cast<int64_t>(buckets_[b].params.size());
+  for (size_t b = 0; b < buckets_.size(); ++b)
+    pending_[b] = static_cast<int64_t>(buckets_[b].params.size());
   next_launch_ = 0;
   std::lock_guard<std::mutex> lock(mutex_);
   done_ = 0;
@@ -93,7 +98,8 @@ void GradReducer::launch(size_t bucket) {
   for (size_t i = 0; i < b.params.size(); ++i) {
     const Tensor& value = params_[b.params[i]].value;
     Tensor g = value.grad();
-    copy_elements(b.flat, b.offsets[i], g.defined() ? g : zeros(value.shape(), {value.dtype(), value.device()}), 0,
+    copy_elements(b.flat, b.offsets[i],
+                  g.defined() ? g : zeros(value.shape(), {value.dtype(), value.device()}), 0,
                   value.numel());
   }
   // CUDA: the copies are queued on this thread's stream, the collective runs on the
@@ -119,8 +125,10 @@ void GradReducer::communicate() {
     const Clock::time_point t0 = Clock::now();
     try {
       Bucket& b = buckets_[bucket];
-      if (mode_ == Mode::AllReduce) comm_.all_reduce(b.flat, dist::ReduceOp::Avg);
-      else comm_.reduce_scatter(b.flat, b.shard, dist::ReduceOp::Avg);
+      if (mode_ == Mode::AllReduce)
+        comm_.all_reduce(b.flat, dist::ReduceOp::Avg);
+      else
+        comm_.reduce_scatter(b.flat, b.shard, dist::ReduceOp::Avg);
     } catch (...) {
       lock.lock();
       if (!error_) error_ = std::current_exception();
@@ -147,13 +155,15 @@ CommStats GradReducer::finish() {
   CommStats s;
   for (const auto& [t0, t1] : spans_) {
     s.comm_s += std::chrono::duration<double>(t1 - t0).count();
-    s.hidden_s += std::max(0.0, std::chrono::duration<double>(std::min(t1, backward_end) - t0).count());
+    s.hidden_s +=
+        std::max(0.0, std::chrono::duration<double>(std::min(t1, backward_end) - t0).count());
   }
   if (mode_ == Mode::AllReduce)
     for (Bucket& b : buckets_)
       for (size_t i = 0; i < b.params.size(); ++i) {
         Tensor& value = params_[b.params[i]].value;
-        if (!value.grad().defined()) value.set_grad(Tensor::empty(value.shape(), value.dtype(), value.device()));
+        if (!value.grad().defined())
+          value.set_grad(Tensor::empty(value.shape(), value.dtype(), value.device()));
         Tensor g = value.grad();
         copy_elements(g, 0, b.flat, b.offsets[i], value.numel());
       }

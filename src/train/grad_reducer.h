@@ -32,7 +32,8 @@
 namespace attn::train {
 
 // n elements from src[src_offset...] to dst[dst_offset...] (same dtype; any devices).
-void copy_elements(Tensor& dst, int64_t dst_offset, const Tensor& src, int64_t src_offset, int64_t n);
+void copy_elements(Tensor& dst, int64_t dst_offset, const Tensor& src, int64_t src_offset,
+                   int64_t n);
 
 // Where a step's communication time went.
 struct CommStats {
@@ -76,14 +77,14 @@ class GradReducer {
   void on_ready(size_t param);
   void launch_ready();  // the consecutive complete buckets from next_launch_
   void launch(size_t bucket);
-  void communicate();   // the communication thread
+  void communicate();  // the communication thread
 
   dist::Communicator& comm_;
   ParamList params_;
   Mode mode_;
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_;   // per param
-  std::vector<int64_t> pending_;    // per bucket: gradients not in yet
+  std::vector<size_t> bucket_of_;  // per param
+  std::vector<int64_t> pending_;   // per bucket: gradients not in yet
   size_t next_launch_ = 0;
   bool armed_ = false;
   std::shared_ptr<GradReducer*> self_;  // what the hooks reach the reducer through

@@ -9,7 +9,8 @@
 
 namespace attn::train {
 
-JobCommunicator::JobCommunicator(std::unique_ptr<dist::Communicator> backend, double timeout_s, Device device)
+JobCommunicator::JobCommunicator(std::unique_ptr<dist::Communicator> backend, double timeout_s,
+                                 Device device)
     : backend_(std::move(backend)), timeout_s_(timeout_s), device_(device) {
   if (!(timeout_s > 0)) throw std::invalid_argument("JobCommunicator: timeout_s must be positive");
   watchdog_ = std::thread([this] { watch(); });
@@ -55,7 +56,8 @@ void JobCommunicator::watch() {
     if (stop_ || !what_ || started_ != started) continue;
     // (abort prints "rank R: why": the rank that noticed.)
     const std::string why = fmt::format(
-        "collective {} did not finish within dist.timeout_s = {} s: another rank of the {} has died or stalled; "
+        "collective {} did not finish within dist.timeout_s = {} s: another rank of the {} has "
+        "died or stalled; "
         "aborting the job",
         what_, timeout_s_, world_size());
     lock.unlock();
@@ -65,7 +67,8 @@ void JobCommunicator::watch() {
 
 void JobCommunicator::abort(int code, const std::string& why) {
   backend_->abort(code, why);
-  std::_Exit(code == 0 ? 1 : code);  // (a backend's abort does not return; should one, still end now)
+  std::_Exit(code == 0 ? 1
+                       : code);  // (a backend's abort does not return; should one, still end now)
 }
 
 Tensor JobCommunicator::staged(const Tensor& t) const {
@@ -105,8 +108,10 @@ void JobCommunicator::all_gather(const Tensor& in, Tensor& out) {
     Deadline d(*this, "all_gather");
     backend_->all_gather(s_in, s_out);
   }
-  if (in.device() != device_ || (out.defined() && out.device() != device_)) unstage(out, s_out);
-  else out = s_out;
+  if (in.device() != device_ || (out.defined() && out.device() != device_))
+    unstage(out, s_out);
+  else
+    out = s_out;
 }
 
 void JobCommunicator::reduce_scatter(const Tensor& in, Tensor& out, dist::ReduceOp op) {
@@ -116,8 +121,10 @@ void JobCommunicator::reduce_scatter(const Tensor& in, Tensor& out, dist::Reduce
     Deadline d(*this, "reduce_scatter");
     backend_->reduce_scatter(s_in, s_out, op);
   }
-  if (in.device() != device_ || (out.defined() && out.device() != device_)) unstage(out, s_out);
-  else out = s_out;
+  if (in.device() != device_ || (out.defined() && out.device() != device_))
+    unstage(out, s_out);
+  else
+    out = s_out;
 }
 
 void JobCommunicator::barrier() {

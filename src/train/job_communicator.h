@@ -27,14 +27,16 @@ namespace attn::train {
 class JobCommunicator : public dist::Communicator {
  public:
   // timeout_s > 0; device: where the backend's tensors live (CPU for MPI).
-  JobCommunicator(std::unique_ptr<dist::Communicator> backend, double timeout_s, Device device = Device::cpu());
+  JobCommunicator(std::unique_ptr<dist::Communicator> backend, double timeout_s,
+                  Device device = Device::cpu());
   ~JobCommunicator() override;
 
   const dist::ProcessPlace& place() const override { return backend_->place(); }
   void all_reduce(Tensor& t, dist::ReduceOp op = dist::ReduceOp::Sum) override;
   void broadcast(Tensor& t, int root = 0) override;
   void all_gather(const Tensor& in, Tensor& out) override;
-  void reduce_scatter(const Tensor& in, Tensor& out, dist::ReduceOp op = dist::ReduceOp::Sum) override;
+  void reduce_scatter(const Tensor& in, Tensor& out,
+                      dist::ReduceOp op = dist::ReduceOp::Sum) override;
   void barrier() override;
   [[noreturn]] void abort(int code, const std::string& why) override;
 

@@ -23,7 +23,8 @@ ZeroOptimizer::ZeroOptimizer(dist::Communicator& comm, const GradReducer& reduce
     const int64_t size = bucket.numel / world, begin = rank * size, end = begin + size;
     for (size_t j = 0; j < bucket.params.size(); ++j) {
       const Param& p = params[bucket.params[j]];
-      const int64_t off = bucket.offsets[j], lo = std::max(off, begin), hi = std::min(off + p.value.numel(), end);
+      const int64_t off = bucket.offsets[j], lo = std::max(off, begin),
+                    hi = std::min(off + p.value.numel(), end);
       if (lo >= hi) continue;
       pieces_.push_back({b, bucket.params[j], lo - off, lo - begin, hi - lo});
       Tensor v = Tensor::empty({hi - lo}, p.value.dtype(), p.value.device());
@@ -55,7 +56,8 @@ double ZeroOptimizer::load_grads_and_clip(double max_norm) {
   Tensor sum = from_vector({grad_sum_squares(shard)}, {1}, {DType::F64});
   comm_.all_reduce(sum, dist::ReduceOp::Sum);
   const double norm = std::sqrt(sum.item());
-  if (max_norm > 0 && std::isfinite(norm) && max_norm / (norm + 1e-6) < 1) scale_grads(shard, max_norm / (norm + 1e-6));
+  if (max_norm > 0 && std::isfinite(norm) && max_norm / (norm + 1e-6) < 1)
+    scale_grads(shard, max_norm / (norm + 1e-6));
   return norm;
 }
 
@@ -68,7 +70,8 @@ void ZeroOptimizer::all_gather_pieces(Of of, Into into) const {
     const Tensor& like = bucket.flat;
     Tensor mine = zeros({bucket.numel / world}, {like.dtype(), like.device()});
     for (size_t k = 0; k < pieces_.size(); ++k)
-      if (pieces_[k].bucket == b) copy_elements(mine, pieces_[k].shard_begin, of(k), 0, pieces_[k].len);
+      if (pieces_[k].bucket == b)
+        copy_elements(mine, pieces_[k].shard_begin, of(k), 0, pieces_[k].len);
     Tensor all = Tensor::empty({bucket.numel}, like.dtype(), like.device());
     comm_.all_gather(mine, all);
     for (size_t j = 0; j < bucket.params.size(); ++j) {
@@ -93,15 +96,18 @@ void ZeroOptimizer::zero_grad() {
 
 void ZeroOptimizer::gather_state(AdamW& full) const {
   const ParamList& params = reducer_.params();
-  if (full.params().size() != params.size()) throw std::invalid_argument("ZeroOptimizer::gather_state: another model");
+  if (full.params().size() != params.size())
+    throw std::invalid_argument("ZeroOptimizer::gather_state: another model");
   auto& st = full.state();
   const auto& mine = shard_opt_->state();
   all_gather_pieces([&](size_t k) { return mine[k].m; }, [&](size_t i) { return st[i].m; });
   all_gather_pieces([&](size_t k) { return mine[k].v; }, [&](size_t i) { return st[i].v; });
   // Each param's step count from a rank that holds a piece of it (every rank with one agrees).
-  const auto P = static_cast<int64_t>(params.size()), world = static_cast<int64_t>(comm_.world_size());
+  const auto P = static_cast<int64_t>(params.size()),
+             world = static_cast<int64_t>(comm_.world_size());
   Tensor steps = zeros({P}, {DType::I64});
-  for (size_t k = 0; k < pieces_.size(); ++k) steps.data<int64_t>()[pieces_[k].param] = mine[k].step;
+  for (size_t k = 0; k < pieces_.size(); ++k)
+    steps.data<int64_t>()[pieces_[k].param] = mine[k].step;
   Tensor all = Tensor::empty({world * P}, DType::I64);
   comm_.all_gather(steps, all);
   for (int64_t i = 0; i < P; ++i) {
@@ -126,7 +132,8 @@ void ZeroOptimizer::scatter_state(const AdamW& full) {
 
 int64_t ZeroOptimizer::state_bytes() const {
   int64_t bytes = 0;
-  for (const AdamW::State& s : shard_opt_->state()) bytes += static_cast<int64_t>(s.m.nbytes() + s.v.nbytes());
+  for (const AdamW::State& s : shard_opt_->state())
+    bytes += static_cast<int64_t>(s.m.nbytes() + s.v.nbytes());
   return bytes;
 }
 

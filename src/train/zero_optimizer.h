@@ -46,7 +46,7 @@ class ZeroOptimizer {
 
  private:
   struct Piece {
-    size_t bucket, param;          // indices into reducer.buckets(), reducer.params()
+    size_t bucket, param;  // indices into reducer.buckets(), reducer.params()
     int64_t param_begin, shard_begin, len;
   };
   // For each bucket, this rank's slice of `of(piece)`'s elements laid out as the bucket's flat
