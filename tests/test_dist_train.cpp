@@ -238,6 +238,18 @@ TEST(DistLm, ABatchTheRanksCannotShareIsAConfigError) {
   EXPECT_FALSE(fs::exists(d));
 }
 
+// Rank 0 alone checks the run directory: its refusal ends every rank with its exit code.
+TEST(DistLm, ASetupFailureOfRankZeroStopsEveryRank) {
+  const std::string d = scratch("lm-used");
+  ASSERT_EQ(run_np(1, lm(d, 2)).code, 0);
+  const auto rows = untimed_rows(d);
+  Result r = run_np(2, lm(d, 2));
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "already holds a run")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1: stopping: another rank of the job failed to set up")) << r.err;
+  EXPECT_EQ(untimed_rows(d), rows);  // untouched
+}
+
 TEST(DistLm, ARankThatDiesEndsTheJobNamingIt) {
   const std::string d = scratch("lm-dies");
   const auto t0 = std::chrono::steady_clock::now();
