@@ -231,12 +231,13 @@ Grid load_grid(const std::string& path, const std::string& runs_dir_override) {
   if (root["seeds"]) {
     g.seeds = parse_seeds(g, root["seeds"]);
   } else {
-    try {  // the seed the runs would have without a sweep
+    std::string where = "base";  // the seed the runs would have without a sweep
+    try {
       Config c = Config::from_file(g.base);
-      for (const std::string& s : g.sets) c.set(s);
+      for (const std::string& s : g.sets) where = "set '" + s + "'", c.set(s);
       g.seeds = {c.get_int("run.seed")};
     } catch (const ConfigError& e) {
-      fail(g, e.what());
+      fail(g, where + ": " + e.what());
     }
   }
   return g;
