@@ -4,11 +4,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -49,8 +49,9 @@ void write(const fs::path& p, const std::string& text) {
 
 // A base config (the tiny LM) and a grid file in dir; returns the grid's path.
 std::string grid_file(const fs::path& dir, const std::string& body) {
-  write(dir / "base.yaml", "model:\n  d_model: 32\n  n_layers: 2\n  n_heads: 2\n  seq_len: 32\ntrain:\n  steps: 6\n"
-                           "  warmup_steps: 2\nrun:\n  seed: 7\n");
+  write(dir / "base.yaml",
+        "model:\n  d_model: 32\n  n_layers: 2\n  n_heads: 2\n  seq_len: 32\ntrain:\n  steps: 6\n"
+        "  warmup_steps: 2\nrun:\n  seed: 7\n");
   write(dir / "grid.yaml", "base: " + (dir / "base.yaml").string() + "\n" + body);
   return (dir / "grid.yaml").string();
 }
@@ -73,8 +74,10 @@ std::string grid_error(const std::string& body, bool plan = false) {
 
 TEST(Grid, ProductOfAxesTimesSeedsInOrder) {
   const fs::path d = scratch("product");
-  Grid g = load_grid(grid_file(d, "name: p\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\n"
-                                  "  - key: model.position\n    values: [rope, alibi, learned]\nseeds: [1, 2]\n"));
+  Grid g = load_grid(
+      grid_file(d,
+                "name: p\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\n"
+                "  - key: model.position\n    values: [rope, alibi, learned]\nseeds: [1, 2]\n"));
   EXPECT_EQ(g.name, "p");
   EXPECT_EQ(g.runs_dir, "runs/p");
   const std::vector<GridRun> runs = expand_grid(g);
@@ -96,17 +99,27 @@ TEST(Grid, ProductOfAxesTimesSeedsInOrder) {
   for (size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].index, i);
   // The command trains exactly that point.
   const std::vector<std::string> args = train_args(g, runs[4]);
-  const std::vector<std::string> want = {"train", "--config", g.base, "--set", "attention.variant=sigmoid", "--set",
-                                         "model.position=alibi", "--set", "run.seed=1", "--set",
+  const std::vector<std::string> want = {"train",
+                                         "--config",
+                                         g.base,
+                                         "--set",
+                                         "attention.variant=sigmoid",
+                                         "--set",
+                                         "model.position=alibi",
+                                         "--set",
+                                         "run.seed=1",
+                                         "--set",
                                          "run.dir=runs/p/variant=sigmoid,position=alibi,s1"};
   EXPECT_EQ(args, want);
 }
 
 TEST(Grid, ZipAxesMoveTogether) {
   const fs::path d = scratch("zip");
-  Grid g = load_grid(grid_file(d, "set: [train.steps=4]\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\n"
-                                  "  - zip:\n      - {key: model.position, values: [rope, alibi]}\n"
-                                  "      - {key: train.lr, values: [1e-3, 3e-4]}\nseeds: [5]\n"),
+  Grid g = load_grid(grid_file(d,
+                               "set: [train.steps=4]\naxes:\n  - key: attention.variant\n    "
+                               "values: [softmax, sigmoid]\n"
+                               "  - zip:\n      - {key: model.position, values: [rope, alibi]}\n"
+                               "      - {key: train.lr, values: [1e-3, 3e-4]}\nseeds: [5]\n"),
                      "elsewhere");
   EXPECT_EQ(g.runs_dir, "elsewhere");  // --runs-dir wins
   const std::vector<GridRun> runs = expand_grid(g);
@@ -151,8 +164,9 @@ TEST(Grid, ShortNamesGrowWhereTheyWouldCollide) {
   EXPECT_EQ(deep["task"], "task");
   // In a grid: the names carry the longer form.
   const fs::path d = scratch("collide");
-  Grid g = load_grid(grid_file(d, "axes:\n  - key: model.dropout\n    values: [0.1]\n"
-                                  "  - key: attention.dropout\n    values: [0.0, 0.2]\nseeds: [1]\n"));
+  Grid g = load_grid(grid_file(d,
+                               "axes:\n  - key: model.dropout\n    values: [0.1]\n"
+                               "  - key: attention.dropout\n    values: [0.0, 0.2]\nseeds: [1]\n"));
   EXPECT_EQ(expand_grid(g)[1].name, "model.dropout=0.1,attention.dropout=0.2,s1");
 }
 
@@ -161,7 +175,8 @@ TEST(Grid, ValuesAreSanitisedForDirectoryNames) {
   EXPECT_EQ(sanitise_value("1e-3"), "1e-3");
   EXPECT_EQ(sanitise_value("a,b=c"), "a_b_c");  // never the name's own separators
   const fs::path d = scratch("sanitise");
-  Grid g = load_grid(grid_file(d, "axes:\n  - key: data.path\n    values: [/tmp/x y.txt]\nseeds: [1]\n"));
+  Grid g = load_grid(
+      grid_file(d, "axes:\n  - key: data.path\n    values: [/tmp/x y.txt]\nseeds: [1]\n"));
   const GridRun r = expand_grid(g)[0];
   EXPECT_EQ(r.name, "path=_tmp_x_y.txt,s1");
   EXPECT_EQ(r.sets[0].second, "/tmp/x y.txt");  // the value itself is untouched
@@ -173,26 +188,37 @@ TEST(Grid, ErrorsNameTheGridAndTheAxis) {
     bool plan = false;
   };
   const std::vector<Case> cases = {
-      {"axes:\n  - zip:\n      - {key: model.position, values: [rope, alibi]}\n      - {key: train.lr, values: [1e-3]}\n",
-       "axis 1 (zip of model.position, train.lr): 'model.position' has 2 values but 'train.lr' has 1"},
-      {"axes:\n  - zip:\n      - {key: model.position, values: [rope]}\n", "axis 1 (zip): expected a list of two or more"},
-      {"axes:\n  - key: data.path\n    values: [a/b, a_b]\n", "values 'a/b' and 'a_b' give the same run name part 'path=a_b'"},
-      {"axes:\n  - key: attention.variant\n    values: [softmax, softmax]\n", "value 'softmax' is given twice"},
-      {"axes:\n  - key: attention.variant\n    values: []\n", "axis 1 ('attention.variant'): expected `values:`"},
-      {"axes:\n  - key: run.seed\n    values: [1, 2]\n", "run.seed is set by the grid's `seeds:` list"},
+      {"axes:\n  - zip:\n      - {key: model.position, values: [rope, alibi]}\n      - {key: "
+       "train.lr, values: [1e-3]}\n",
+       "axis 1 (zip of model.position, train.lr): 'model.position' has 2 values but 'train.lr' has "
+       "1"},
+      {"axes:\n  - zip:\n      - {key: model.position, values: [rope]}\n",
+       "axis 1 (zip): expected a list of two or more"},
+      {"axes:\n  - key: data.path\n    values: [a/b, a_b]\n",
+       "values 'a/b' and 'a_b' give the same run name part 'path=a_b'"},
+      {"axes:\n  - key: attention.variant\n    values: [softmax, softmax]\n",
+       "value 'softmax' is given twice"},
+      {"axes:\n  - key: attention.variant\n    values: []\n",
+       "axis 1 ('attention.variant'): expected `values:`"},
+      {"axes:\n  - key: run.seed\n    values: [1, 2]\n",
+       "run.seed is set by the grid's `seeds:` list"},
       {"set: [run.dir=x]\n", "run.dir is set by the sweep"},
-      {"set: [train.lr=1e-3]\naxes:\n  - key: train.lr\n    values: [1e-3, 2e-3]\n", "key 'train.lr' is in set and in axis 1"},
-      {"axes:\n  - key: train.lr\n    values: [1]\n  - key: train.lr\n    values: [2]\n", "key 'train.lr' is in axis 1 and in axis 2"},
+      {"set: [train.lr=1e-3]\naxes:\n  - key: train.lr\n    values: [1e-3, 2e-3]\n",
+       "key 'train.lr' is in set and in axis 1"},
+      {"axes:\n  - key: train.lr\n    values: [1]\n  - key: train.lr\n    values: [2]\n",
+       "key 'train.lr' is in axis 1 and in axis 2"},
       {"axis:\n  - key: train.lr\n", "unknown entry 'axis'"},
       {"axes:\n  - key: train.lr\n    vals: [1]\n", "axis 1: unknown entry 'vals'"},
       {"seeds: [1, x]\n", "seeds: 'x' is not a non-negative integer"},
       {"seeds: [1, 1]\n", "seeds: 1 is given twice"},
       {"axes: [ {key: a\n", "YAML error"},
       {"axes:\n  - key: attention.varaint\n    values: [softmax]\n",
-       "axis key 'attention.varaint' value 'softmax': unknown config key 'attention.varaint'", true},
+       "axis key 'attention.varaint' value 'softmax': unknown config key 'attention.varaint'",
+       true},
       {"axes:\n  - key: attention.variant\n    values: [softmax, tanh]\n",
        "axis key 'attention.variant' value 'tanh': config key 'attention.variant'", true},
-      {"axes:\n  - key: model.n_heads\n    values: [2, 3]\n", "run n_heads=3,s7: config key 'model.n_heads'", true},
+      {"axes:\n  - key: model.n_heads\n    values: [2, 3]\n",
+       "run n_heads=3,s7: config key 'model.n_heads'", true},
       {"set: [train.stepz=3]\n", "set 'train.stepz=3': unknown config key 'train.stepz'", true},
   };
   for (const Case& c : cases) {
@@ -220,7 +246,9 @@ TEST(Grid, ErrorsNameTheGridAndTheAxis) {
 
 TEST(Grid, PlanSeesFinishedInterruptedAndEditedRuns) {
   const fs::path d = scratch("plan");
-  Grid g = load_grid(grid_file(d, "axes:\n  - key: attention.variant\n    values: [softmax, sigmoid, softmax1]\nseeds: [1]\n"),
+  Grid g = load_grid(grid_file(d,
+                               "axes:\n  - key: attention.variant\n    values: [softmax, sigmoid, "
+                               "softmax1]\nseeds: [1]\n"),
                      (d / "runs").string());
   const std::vector<GridRun> runs = expand_grid(g);
   write(fs::path(runs[0].dir) / "config.yaml", run_config(g, runs[0]).to_yaml());
@@ -250,10 +278,11 @@ TEST(Grid, PlanSeesFinishedInterruptedAndEditedRuns) {
 
 TEST(PairedStats, StudentTQuantilesMatchTheTables) {
   // Two-sided 95% (p = 0.975) and 99% (p = 0.995) critical values from the standard t tables.
-  const std::vector<std::pair<int, double>> t975 = {{1, 12.706204736}, {2, 4.302652730}, {3, 3.182446305},
-                                                    {4, 2.776445105}, {9, 2.262157163}, {29, 2.045229642},
-                                                    {100, 1.983971519}};
-  for (const auto& [df, t] : t975) EXPECT_NEAR(student_t_quantile(0.975, df), t, 1e-8 * t) << "df " << df;
+  const std::vector<std::pair<int, double>> t975 = {
+      {1, 12.706204736}, {2, 4.302652730},  {3, 3.182446305},  {4, 2.776445105},
+      {9, 2.262157163},  {29, 2.045229642}, {100, 1.983971519}};
+  for (const auto& [df, t] : t975)
+    EXPECT_NEAR(student_t_quantile(0.975, df), t, 1e-8 * t) << "df " << df;
   EXPECT_NEAR(student_t_quantile(0.995, 5), 4.032142984, 1e-8);
   EXPECT_NEAR(student_t_quantile(0.025, 4), -2.776445105, 1e-8);
   EXPECT_NEAR(student_t_quantile(0.75, 1), 1.0, 1e-10);  // Cauchy: tan(π/4)
@@ -292,7 +321,8 @@ TEST(ProcessPool, OneJobPerDeviceAtATime) {
   for (int i = 0; i < 6; ++i) {
     const std::string rec = (d / fmt::format("job{}.txt", i)).string();
     const std::string script = fmt::format(
-        "echo $CUDA_VISIBLE_DEVICES $(date +%s%N) > {0}; echo out-{1}; echo err-{1} >&2; sleep 0.3; "
+        "echo $CUDA_VISIBLE_DEVICES $(date +%s%N) > {0}; echo out-{1}; echo err-{1} >&2; sleep "
+        "0.3; "
         "date +%s%N >> {0}; exit {2}",
         rec, i, i == 2 ? 7 : 0);
     jobs.push_back({{"/bin/sh", "-c", script}, (d / fmt::format("logs/job{}.log", i)).string()});
@@ -349,7 +379,8 @@ TEST(ProcessPool, OneJobPerDeviceAtATime) {
 TEST(ProcessPool, StopStartsNothingMore) {
   const fs::path d = scratch("stop");
   std::vector<Job> jobs;
-  for (int i = 0; i < 3; ++i) jobs.push_back({{"/bin/true"}, (d / fmt::format("j{}.log", i)).string()});
+  for (int i = 0; i < 3; ++i)
+    jobs.push_back({{"/bin/true"}, (d / fmt::format("j{}.log", i)).string()});
   PoolOptions opt;
   size_t done = 0;
   opt.on_finish = [&](size_t, const JobResult&) { ++done; };
@@ -375,18 +406,25 @@ TEST(ProcessPool, VisibleGpusFollowCudaVisibleDevices) {
 
 TEST(Slurm, OneArrayTaskPerRun) {
   const fs::path d = scratch("slurm");
-  Grid g = load_grid(grid_file(d, "name: study-x\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\nseeds: [1, 2, 3]\n"),
+  Grid g = load_grid(grid_file(d,
+                               "name: study-x\naxes:\n  - key: attention.variant\n    values: "
+                               "[softmax, sigmoid]\nseeds: [1, 2, 3]\n"),
                      "runs/x");
-  const std::string s = slurm_script(g, {"/opt/attnlab", "/work/here", expand_grid(g).size(), false});
+  const std::string s =
+      slurm_script(g, {"/opt/attnlab", "/work/here", expand_grid(g).size(), false});
   EXPECT_EQ(s.rfind("#!/bin/bash\n", 0), 0u);
   EXPECT_NE(s.find("#SBATCH --array=0-5\n"), std::string::npos) << s;
   EXPECT_NE(s.find("#SBATCH --job-name=study-x\n"), std::string::npos) << s;
-  EXPECT_NE(s.find("#SBATCH --output=/work/here/runs/x/logs/slurm-%A_%a.out\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("#SBATCH --output=/work/here/runs/x/logs/slurm-%A_%a.out\n"), std::string::npos)
+      << s;
   EXPECT_NE(s.find("cd /work/here\n"), std::string::npos) << s;
-  EXPECT_NE(s.find("exec /opt/attnlab sweep " + g.path + " --runs-dir /work/here/runs/x --only-index \"$SLURM_ARRAY_TASK_ID\"\n"),
-            std::string::npos) << s;
+  EXPECT_NE(s.find("exec /opt/attnlab sweep " + g.path +
+                   " --runs-dir /work/here/runs/x --only-index \"$SLURM_ARRAY_TASK_ID\"\n"),
+            std::string::npos)
+      << s;
   EXPECT_EQ(s.find("--gres"), std::string::npos);
-  EXPECT_NE(slurm_script(g, {"/opt/attnlab", "/work/here", 6, true}).find("#SBATCH --gres=gpu:1\n"), std::string::npos);
+  EXPECT_NE(slurm_script(g, {"/opt/attnlab", "/work/here", 6, true}).find("#SBATCH --gres=gpu:1\n"),
+            std::string::npos);
 }
 
 // ---- The report on fixture runs --------------------------------------------------------------
@@ -397,20 +435,38 @@ namespace {
 void fixture_run(const Grid& g, const GridRun& r, double val_loss) {
   const fs::path dir = r.dir;
   write(dir / "config.yaml", run_config(g, r).to_yaml());
-  const nlohmann::json summary = {
-      {"task", "lm"}, {"unit", "char"}, {"variant", r.sets[0].second}, {"seed", r.seed}, {"steps", 6},
-      {"final_val_loss", val_loss}, {"best_val_loss", val_loss}, {"final_val_bpc", val_loss / std::log(2.0)},
-      {"tokens_per_s", 1000.0 + r.seed}, {"parameters", 27488}, {"wall_time_s", 2.0},
-      {"final_max_kurtosis", 3.0 + r.seed}, {"final_max_inf_norm", 10.0}, {"final_sink_mass", 0.25}, {"final_row_mass", 1.0}};
+  const nlohmann::json summary = {{"task", "lm"},
+                                  {"unit", "char"},
+                                  {"variant", r.sets[0].second},
+                                  {"seed", r.seed},
+                                  {"steps", 6},
+                                  {"final_val_loss", val_loss},
+                                  {"best_val_loss", val_loss},
+                                  {"final_val_bpc", val_loss / std::log(2.0)},
+                                  {"tokens_per_s", 1000.0 + r.seed},
+                                  {"parameters", 27488},
+                                  {"wall_time_s", 2.0},
+                                  {"final_max_kurtosis", 3.0 + r.seed},
+                                  {"final_max_inf_norm", 10.0},
+                                  {"final_sink_mass", 0.25},
+                                  {"final_row_mass", 1.0}};
   write(dir / "summary.json", summary.dump(2));
   std::string rows;
   for (int s = 1; s <= 6; ++s)
-    rows += nlohmann::json{{"step", s}, {"loss", 4.0 - 0.1 * s + 0.01 * r.seed}, {"lr", 1e-3}, {"elapsed", 0.1 * s}}.dump() + "\n";
+    rows += nlohmann::json{{"step", s},
+                           {"loss", 4.0 - 0.1 * s + 0.01 * r.seed},
+                           {"lr", 1e-3},
+                           {"elapsed", 0.1 * s}}
+                .dump() +
+            "\n";
   rows += nlohmann::json{{"step", 6}, {"val_loss", val_loss}, {"unit", "char"}}.dump() + "\n";
-  nlohmann::json stats = {{"stats", "val"}, {"step", 6}, {"summary", {{"max_kurtosis", 3.0 + r.seed}}}};
+  nlohmann::json stats = {
+      {"stats", "val"}, {"step", 6}, {"summary", {{"max_kurtosis", 3.0 + r.seed}}}};
   for (int l = 0; l < 3; ++l) {
-    stats["activations"][fmt::format("blocks.{}", l)] = {{"kurtosis", 3.0 + l}, {"inf_norm", 5.0 + l}, {"samples", 4}};
-    stats["attention"][fmt::format("blocks.{}.attn", l)] = {{"sink_mass", {0.1 * l, 0.2}}, {"row_mass", {1.0, 1.0}}};
+    stats["activations"][fmt::format("blocks.{}", l)] = {
+        {"kurtosis", 3.0 + l}, {"inf_norm", 5.0 + l}, {"samples", 4}};
+    stats["attention"][fmt::format("blocks.{}.attn", l)] = {{"sink_mass", {0.1 * l, 0.2}},
+                                                            {"row_mass", {1.0, 1.0}}};
   }
   rows += stats.dump() + "\n";
   write(dir / "metrics.jsonl", rows);
@@ -427,13 +483,16 @@ struct Fixture {
 Fixture report_fixture(const std::string& name) {
   Fixture f;
   f.dir = scratch(name);
-  f.grid = load_grid(grid_file(f.dir, "name: fx\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid, softmax1]\n"
-                                      "seeds: [1, 2, 3]\n"),
-                     (f.dir / "runs").string());
+  f.grid = load_grid(
+      grid_file(
+          f.dir,
+          "name: fx\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid, softmax1]\n"
+          "seeds: [1, 2, 3]\n"),
+      (f.dir / "runs").string());
   f.runs = expand_grid(f.grid);
   const std::map<std::string, double> loss = {
-      {"variant=softmax,s1", 1.0},  {"variant=softmax,s2", 1.2},  {"variant=softmax,s3", 1.1},
-      {"variant=sigmoid,s1", 0.9},  {"variant=sigmoid,s2", 1.0},  {"variant=sigmoid,s3", 1.05},
+      {"variant=softmax,s1", 1.0},  {"variant=softmax,s2", 1.2}, {"variant=softmax,s3", 1.1},
+      {"variant=sigmoid,s1", 0.9},  {"variant=sigmoid,s2", 1.0}, {"variant=sigmoid,s3", 1.05},
       {"variant=softmax1,s1", 0.95}};
   for (const GridRun& r : f.runs)
     if (loss.count(r.name)) fixture_run(f.grid, r, loss.at(r.name));
@@ -442,7 +501,8 @@ Fixture report_fixture(const std::string& name) {
   write(fs::path(failed.dir) / "config.yaml", run_config(f.grid, failed).to_yaml());
   const std::string log = (fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".log")).string();
   write(log, "boom\n");
-  write(fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".status.json"), nlohmann::json{{"exit", 3}, {"log", log}}.dump());
+  write(fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".status.json"),
+        nlohmann::json{{"exit", 3}, {"log", log}}.dump());
   return f;
 }
 
@@ -467,7 +527,8 @@ TEST(Report, TablesOverSeedsAndPairedDifferencesMatchHandValues) {
   o.runs_dir = f.grid.runs_dir;
   o.plots = false;
   ASSERT_EQ(run_report(o), 0);
-  const nlohmann::json rep = nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
+  const nlohmann::json rep =
+      nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
   const nlohmann::json& m = metric(rep, "final_val_loss");
   const nlohmann::json& soft = row(m, "variant=softmax");
   EXPECT_EQ(soft["n"], 3);
@@ -476,8 +537,9 @@ TEST(Report, TablesOverSeedsAndPairedDifferencesMatchHandValues) {
   EXPECT_FALSE(soft.contains("diff"));
   const nlohmann::json& sig = row(m, "variant=sigmoid");
   EXPECT_NEAR(sig["mean"].get<double>(), 2.95 / 3, 1e-12);
-  EXPECT_NEAR(sig["std"].get<double>(), std::sqrt(21.0) / 60, 1e-12);  // deviations −5/60, 1/60, 4/60
-  const double half = 4.302652730 * std::sqrt(7.0) / 60;              // PairedDifferenceByHand
+  EXPECT_NEAR(sig["std"].get<double>(), std::sqrt(21.0) / 60,
+              1e-12);                                     // deviations −5/60, 1/60, 4/60
+  const double half = 4.302652730 * std::sqrt(7.0) / 60;  // PairedDifferenceByHand
   EXPECT_EQ(sig["diff"]["n"], 3);
   EXPECT_NEAR(sig["diff"]["mean"].get<double>(), -7.0 / 60, 1e-12);
   EXPECT_NEAR(sig["diff"]["ci_low"].get<double>(), -7.0 / 60 - half, 1e-9);
@@ -489,29 +551,42 @@ TEST(Report, TablesOverSeedsAndPairedDifferencesMatchHandValues) {
   EXPECT_NEAR(one["diff"]["mean"].get<double>(), -0.05, 1e-12);
   EXPECT_TRUE(one["diff"]["ci_low"].is_null());
   // The statistics of the model are tables too (final_max_kurtosis = 3 + seed, so mean 5, std 1).
-  EXPECT_NEAR(row(metric(rep, "final_max_kurtosis"), "variant=sigmoid")["mean"].get<double>(), 5.0, 1e-12);
-  EXPECT_NEAR(row(metric(rep, "final_max_kurtosis"), "variant=sigmoid")["std"].get<double>(), 1.0, 1e-12);
+  EXPECT_NEAR(row(metric(rep, "final_max_kurtosis"), "variant=sigmoid")["mean"].get<double>(), 5.0,
+              1e-12);
+  EXPECT_NEAR(row(metric(rep, "final_max_kurtosis"), "variant=sigmoid")["std"].get<double>(), 1.0,
+              1e-12);
 
   const std::string md = slurp(fs::path(f.grid.runs_dir) / "report.md");
-  const std::string sig_line = fmt::format("| sigmoid | 3 | {:.4f} ± {:.4f} | {:.4f} (n = 3) | [{:.4f}, {:.4f}] |", 2.95 / 3,
-                                           std::sqrt(21.0) / 60, -7.0 / 60, -7.0 / 60 - half, -7.0 / 60 + half);
+  const std::string sig_line =
+      fmt::format("| sigmoid | 3 | {:.4f} ± {:.4f} | {:.4f} (n = 3) | [{:.4f}, {:.4f}] |", 2.95 / 3,
+                  std::sqrt(21.0) / 60, -7.0 / 60, -7.0 / 60 - half, -7.0 / 60 + half);
   EXPECT_NE(md.find(sig_line), std::string::npos) << sig_line << "\n" << md;
   EXPECT_NE(md.find("| softmax | 3 | 1.1000 ± 0.1000 | baseline |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| softmax1 | 1 | 0.9500 | -0.0500 (n = 1) | n = 1, no interval |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| softmax1 | 1 | 0.9500 | -0.0500 (n = 1) | n = 1, no interval |"),
+            std::string::npos)
+      << md;
   // Missing and failed runs are listed, with the exit code and log of the failed one.
-  EXPECT_NE(md.find("| variant=softmax1,s2 | failed | 3 | `" + f.grid.runs_dir + "/logs/variant=softmax1,s2.log` |"),
-            std::string::npos) << md;
+  EXPECT_NE(md.find("| variant=softmax1,s2 | failed | 3 | `" + f.grid.runs_dir +
+                    "/logs/variant=softmax1,s2.log` |"),
+            std::string::npos)
+      << md;
   EXPECT_NE(md.find("| variant=softmax1,s3 | not run |"), std::string::npos) << md;
   // The grid and the commands that reproduce it.
   EXPECT_NE(md.find(f.grid.text), std::string::npos);
-  EXPECT_NE(md.find("--set attention.variant=softmax1 --set run.seed=3 --set run.dir=" + f.grid.runs_dir + "/variant=softmax1,s3"),
-            std::string::npos) << md;
-  EXPECT_NE(md.find("| softmax | 3 | 1.1000 ± 0.1000 | 1.1000 ± 0.1000 |"), std::string::npos) << "compare's table\n" << md;
+  EXPECT_NE(md.find("--set attention.variant=softmax1 --set run.seed=3 --set run.dir=" +
+                    f.grid.runs_dir + "/variant=softmax1,s3"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| softmax | 3 | 1.1000 ± 0.1000 | 1.1000 ± 0.1000 |"), std::string::npos)
+      << "compare's table\n"
+      << md;
 }
 
 TEST(Report, GridWithoutVariantAxisHasNoDifferences) {
   const fs::path d = scratch("report-novariant");
-  Grid g = load_grid(grid_file(d, "axes:\n  - key: train.lr\n    values: [1e-3, 2e-3]\nseeds: [1]\n"), (d / "runs").string());
+  Grid g =
+      load_grid(grid_file(d, "axes:\n  - key: train.lr\n    values: [1e-3, 2e-3]\nseeds: [1]\n"),
+                (d / "runs").string());
   for (const GridRun& r : expand_grid(g)) fixture_run(g, r, r.sets[0].second == "1e-3" ? 2.0 : 3.0);
   ReportOptions o{g.path, g.runs_dir, (d / "out").string(), false};
   ASSERT_EQ(run_report(o), 0);
@@ -522,8 +597,11 @@ TEST(Report, GridWithoutVariantAxisHasNoDifferences) {
 }
 
 TEST(Report, PlotsArePngs) {
-  static const bool have = std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
-  if (!have) GTEST_SKIP() << "/usr/bin/python3 cannot import matplotlib (apt-get install python3-matplotlib)";
+  static const bool have =
+      std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
+  if (!have)
+    GTEST_SKIP()
+        << "/usr/bin/python3 cannot import matplotlib (apt-get install python3-matplotlib)";
   const Fixture f = report_fixture("report-plots");
   ReportOptions o;
   o.grid = f.grid.path;
@@ -542,6 +620,8 @@ TEST(Report, PlotsArePngs) {
   ::setenv("ATTNLAB_REPORT_PLOTS", (f.dir / "no-such-script.py").c_str(), 1);
   EXPECT_EQ(run_report(o), 1);
   ::unsetenv("ATTNLAB_REPORT_PLOTS");
-  EXPECT_NE(slurp(fs::path(f.grid.runs_dir) / "report.md").find("Not all plots were made"), std::string::npos);
-  EXPECT_FALSE(fs::exists(fs::path(f.grid.runs_dir) / "plots/loss_curves.png")) << "a stale plot was kept";
+  EXPECT_NE(slurp(fs::path(f.grid.runs_dir) / "report.md").find("Not all plots were made"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(fs::path(f.grid.runs_dir) / "plots/loss_curves.png"))
+      << "a stale plot was kept";
 }

@@ -2,9 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <filesystem>
-#include <fmt/format.h>
 #include <set>
 
 #include "config/config.h"
@@ -30,7 +30,8 @@ std::string scalar(const Grid& g, const YAML::Node& n, const std::string& where)
 
 // The keys the sweep itself sets, or that name the study's own entries.
 void check_axis_key(const Grid& g, const std::string& key, const std::string& where) {
-  if (key.empty() || key.find('=') != std::string::npos || key.find_first_of(" \t") != std::string::npos)
+  if (key.empty() || key.find('=') != std::string::npos ||
+      key.find_first_of(" \t") != std::string::npos)
     fail(g, fmt::format("{}: '{}' is not a config key", where, key));
   if (key == "run.seed") fail(g, where + ": run.seed is set by the grid's `seeds:` list");
   if (key == "run.dir") fail(g, where + ": run.dir is set by the sweep (runs_dir/<run name>)");
@@ -42,14 +43,16 @@ std::pair<std::string, std::vector<std::string>> key_values(const Grid& g, const
   if (!n.IsMap()) fail(g, where + ": expected {key: K, values: [...]}");
   for (auto it = n.begin(); it != n.end(); ++it) {
     const std::string k = it->first.as<std::string>();
-    if (k != "key" && k != "values") fail(g, fmt::format("{}: unknown entry '{}' (expected key and values)", where, k));
+    if (k != "key" && k != "values")
+      fail(g, fmt::format("{}: unknown entry '{}' (expected key and values)", where, k));
   }
   if (!n["key"]) fail(g, where + ": has no `key:`");
   const std::string key = scalar(g, n["key"], where + " key");
   const std::string named = fmt::format("{} ('{}')", where, key);
   check_axis_key(g, key, named);
   const YAML::Node vs = n["values"];
-  if (!vs || !vs.IsSequence() || vs.size() == 0) fail(g, named + ": expected `values:`, a non-empty list");
+  if (!vs || !vs.IsSequence() || vs.size() == 0)
+    fail(g, named + ": expected `values:`, a non-empty list");
   std::vector<std::string> values;
   for (const YAML::Node& v : vs) {
     std::string s = scalar(g, v, named + " values");
@@ -72,7 +75,8 @@ GridAxis parse_axis(const Grid& g, const YAML::Node& n, size_t i) {
   }
   if (n.size() != 1) fail(g, where + ": a zip axis has only `zip:`");
   const YAML::Node z = n["zip"];
-  if (!z.IsSequence() || z.size() < 2) fail(g, where + " (zip): expected a list of two or more {key, values}");
+  if (!z.IsSequence() || z.size() < 2)
+    fail(g, where + " (zip): expected a list of two or more {key, values}");
   std::vector<std::vector<std::string>> columns;
   for (size_t j = 0; j < z.size(); ++j) {
     auto [key, values] = key_values(g, z[j], fmt::format("{} (zip) entry {}", where, j + 1));
@@ -81,8 +85,10 @@ GridAxis parse_axis(const Grid& g, const YAML::Node& n, size_t i) {
   }
   for (size_t j = 1; j < columns.size(); ++j)
     if (columns[j].size() != columns[0].size())
-      fail(g, fmt::format("{} (zip of {}): '{}' has {} values but '{}' has {} (a zip needs equal lengths)", where,
-                          fmt::join(a.keys, ", "), a.keys[0], columns[0].size(), a.keys[j], columns[j].size()));
+      fail(g, fmt::format(
+                  "{} (zip of {}): '{}' has {} values but '{}' has {} (a zip needs equal lengths)",
+                  where, fmt::join(a.keys, ", "), a.keys[0], columns[0].size(), a.keys[j],
+                  columns[j].size()));
   a.values.resize(columns[0].size());
   for (size_t v = 0; v < columns[0].size(); ++v)
     for (const auto& col : columns) a.values[v].push_back(col[v]);
@@ -90,7 +96,8 @@ GridAxis parse_axis(const Grid& g, const YAML::Node& n, size_t i) {
 }
 
 // The name part of one value of an axis: "variant=sigmoid" or "variant=sigmoid,position=rope".
-std::string name_part(const GridAxis& a, size_t v, const std::map<std::string, std::string>& shorts) {
+std::string name_part(const GridAxis& a, size_t v,
+                      const std::map<std::string, std::string>& shorts) {
   std::string out;
   for (size_t k = 0; k < a.keys.size(); ++k)
     out += std::string(k ? "," : "") + shorts.at(a.keys[k]) + "=" + sanitise_value(a.values[v][k]);
@@ -106,9 +113,9 @@ void check_names(const Grid& g) {
     for (size_t v = 0; v < a.values.size(); ++v) {
       auto [it, fresh] = seen.emplace(name_part(a, v, shorts), v);
       if (!fresh)
-        fail(g, fmt::format("axis {} ('{}'): values '{}' and '{}' give the same run name part '{}'", i + 1,
-                            fmt::join(a.keys, ", "), fmt::join(a.values[it->second], ", "), fmt::join(a.values[v], ", "),
-                            it->first));
+        fail(g, fmt::format("axis {} ('{}'): values '{}' and '{}' give the same run name part '{}'",
+                            i + 1, fmt::join(a.keys, ", "), fmt::join(a.values[it->second], ", "),
+                            fmt::join(a.values[v], ", "), it->first));
     }
   }
 }
@@ -125,8 +132,10 @@ std::vector<int64_t> parse_seeds(const Grid& g, const YAML::Node& n) {
     } catch (...) {
       used = 0;
     }
-    if (used != text.size() || text.empty() || x < 0) fail(g, fmt::format("seeds: '{}' is not a non-negative integer", text));
-    if (std::find(seeds.begin(), seeds.end(), x) != seeds.end()) fail(g, fmt::format("seeds: {} is given twice", x));
+    if (used != text.size() || text.empty() || x < 0)
+      fail(g, fmt::format("seeds: '{}' is not a non-negative integer", text));
+    if (std::find(seeds.begin(), seeds.end(), x) != seeds.end())
+      fail(g, fmt::format("seeds: {} is given twice", x));
     seeds.push_back(x);
   }
   return seeds;
@@ -136,13 +145,18 @@ void parse_top(Grid& g, const YAML::Node& root) {
   static const std::set<std::string> known = {"name", "base", "set", "axes", "seeds", "runs_dir"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string k = it->first.as<std::string>();
-    if (!known.count(k)) fail(g, fmt::format("unknown entry '{}' (expected {})", k, fmt::join(known, ", ")));
+    if (!known.count(k))
+      fail(g, fmt::format("unknown entry '{}' (expected {})", k, fmt::join(known, ", ")));
   }
   if (!root["base"]) fail(g, "has no `base:` (the config file every run starts from)");
   g.base = scalar(g, root["base"], "base");
-  if (!fs::is_regular_file(g.base)) fail(g, fmt::format("base '{}' not found (paths are relative to the current directory)", g.base));
+  if (!fs::is_regular_file(g.base))
+    fail(g,
+         fmt::format("base '{}' not found (paths are relative to the current directory)", g.base));
   g.name = root["name"] ? scalar(g, root["name"], "name") : fs::path(g.path).stem().string();
-  if (g.name.empty() || g.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos)
+  if (g.name.empty() ||
+      g.name.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos)
     fail(g, fmt::format("name '{}': use letters, digits, '.', '_' and '-' only", g.name));
   if (const YAML::Node s = root["set"]) {
     if (!s.IsSequence()) fail(g, "set: expected a list of key=value");
@@ -150,7 +164,8 @@ void parse_top(Grid& g, const YAML::Node& root) {
       std::string a = scalar(g, e, "set");
       const size_t eq = a.find('=');
       if (eq == std::string::npos || eq == 0) fail(g, fmt::format("set: '{}' is not key=value", a));
-      check_axis_key(g, a.substr(0, a.find_last_not_of(" \t", eq - 1) + 1), fmt::format("set '{}'", a));
+      check_axis_key(g, a.substr(0, a.find_last_not_of(" \t", eq - 1) + 1),
+                     fmt::format("set '{}'", a));
       g.sets.push_back(std::move(a));
     }
   }
@@ -172,7 +187,9 @@ void check_unique_keys(const Grid& g) {
   for (size_t i = 0; i < g.axes.size(); ++i)
     for (const std::string& k : g.axes[i].keys) {
       auto [it, fresh] = where.emplace(k, fmt::format("axis {}", i + 1));
-      if (!fresh) fail(g, fmt::format("key '{}' is in {} and in axis {}: give it once", k, it->second, i + 1));
+      if (!fresh)
+        fail(g,
+             fmt::format("key '{}' is in {} and in axis {}: give it once", k, it->second, i + 1));
     }
 }
 
@@ -181,7 +198,9 @@ void check_unique_keys(const Grid& g) {
 std::string sanitise_value(const std::string& value) {
   std::string out = value;
   for (char& c : out)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '+' && c != '-') c = '_';
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '+' &&
+        c != '-')
+      c = '_';
   return out;
 }
 
@@ -198,7 +217,9 @@ std::map<std::string, std::string> short_key_names(const std::vector<std::string
   for (const std::string& k : keys) {
     size_t n = 1;
     auto collides = [&] {
-      return std::any_of(keys.begin(), keys.end(), [&](const std::string& o) { return o != k && suffix(o, n) == suffix(k, n); });
+      return std::any_of(keys.begin(), keys.end(), [&](const std::string& o) {
+        return o != k && suffix(o, n) == suffix(k, n);
+      });
     };
     while (collides() && suffix(k, n) != k) ++n;
     out[k] = suffix(k, n);
@@ -223,7 +244,8 @@ Grid load_grid(const std::string& path, const std::string& runs_dir_override) {
   } catch (const YAML::Exception& e) {
     fail(g, std::string("YAML error: ") + e.what());
   }
-  if (!root.IsMap()) fail(g, "the top level must be a mapping (base, set, axes, seeds, name, runs_dir)");
+  if (!root.IsMap())
+    fail(g, "the top level must be a mapping (base, set, axes, seeds, name, runs_dir)");
   parse_top(g, root);
   check_unique_keys(g);
   check_names(g);
@@ -263,10 +285,12 @@ std::vector<GridRun> expand_grid(const Grid& g) {
         const GridAxis& a = g.axes[i];
         if (i) r.point += ',';
         r.point += name_part(a, r.at[i], shorts);
-        for (size_t k = 0; k < a.keys.size(); ++k) r.sets.emplace_back(a.keys[k], a.values[r.at[i]][k]);
+        for (size_t k = 0; k < a.keys.size(); ++k)
+          r.sets.emplace_back(a.keys[k], a.values[r.at[i]][k]);
       }
       r.name = (r.point.empty() ? "" : r.point + ",") + "s" + std::to_string(seed);
-      if (r.name.size() > 255) fail(g, fmt::format("run name '{}' is longer than a file name may be", r.name));
+      if (r.name.size() > 255)
+        fail(g, fmt::format("run name '{}' is longer than a file name may be", r.name));
       r.dir = (fs::path(g.runs_dir) / r.name).string();
       runs.push_back(std::move(r));
     }

@@ -18,24 +18,24 @@ struct GridAxis {
 };
 
 struct Grid {
-  std::string path;      // the grid file
-  std::string text;      // its contents, for the report
-  std::string name;      // `name:`, default the file's stem
-  std::string base;      // `base:`, a config file (relative to the current directory)
+  std::string path;               // the grid file
+  std::string text;               // its contents, for the report
+  std::string name;               // `name:`, default the file's stem
+  std::string base;               // `base:`, a config file (relative to the current directory)
   std::vector<std::string> sets;  // `set:`, "key=value" for every run
   std::vector<GridAxis> axes;
-  std::vector<int64_t> seeds;     // `seeds:`, default the base config's run.seed
-  std::string runs_dir;  // `runs_dir:` or --runs-dir, default runs/<name>
+  std::vector<int64_t> seeds;  // `seeds:`, default the base config's run.seed
+  std::string runs_dir;        // `runs_dir:` or --runs-dir, default runs/<name>
 };
 
 struct GridRun {
-  size_t index = 0;          // position in the expansion (seeds outermost, then the axes in order)
-  std::string name;          // "variant=sigmoid,position=rope,s1"
-  std::string point;         // the name without the seed ("" for a grid without axes)
-  std::vector<size_t> at;    // per axis, the index of this run's value
+  size_t index = 0;        // position in the expansion (seeds outermost, then the axes in order)
+  std::string name;        // "variant=sigmoid,position=rope,s1"
+  std::string point;       // the name without the seed ("" for a grid without axes)
+  std::vector<size_t> at;  // per axis, the index of this run's value
   std::vector<std::pair<std::string, std::string>> sets;  // the axes' key = value, in axis order
   int64_t seed = 0;
-  std::string dir;           // runs_dir/name
+  std::string dir;  // runs_dir/name
 };
 
 // Reads and checks a grid file; runs_dir_override (--runs-dir) replaces `runs_dir:` when not empty.

@@ -10,7 +10,8 @@ namespace {
 // The continued fraction of the incomplete beta function (modified Lentz), the part that
 // converges fast for x < (a + 1) / (a + b + 2):
 //   I_x(a, b) = x^a (1 − x)^b / (a B(a, b)) · 1 / (1 + d₁ / (1 + d₂ / (1 + …))),
-//   d_{2m+1} = −(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1)),  d_{2m} = m (b − m) x / ((a + 2m − 1)(a + 2m)).
+//   d_{2m+1} = −(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1)),  d_{2m} = m (b − m) x / ((a + 2m −
+//   1)(a + 2m)).
 double beta_fraction(double a, double b, double x) {
   const double tiny = 1e-300, eps = 1e-15;
   double c = 1, d = 1 - (a + b) * x / (a + 1);
@@ -37,8 +38,8 @@ double beta_fraction(double a, double b, double x) {
 double incomplete_beta(double a, double b, double x) {
   if (x <= 0) return 0;
   if (x >= 1) return 1;
-  const double front =
-      std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x));
+  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) +
+                                a * std::log(x) + b * std::log1p(-x));
   if (x < (a + 1) / (a + b + 2)) return front * beta_fraction(a, b, x) / a;
   return 1 - front * beta_fraction(b, a, 1 - x) / b;  // I_x(a, b) = 1 − I_{1−x}(b, a)
 }
@@ -66,7 +67,8 @@ std::optional<double> sample_std(const std::vector<double>& v) {
 }
 
 double student_t_quantile(double p, int df) {
-  if (!(p > 0 && p < 1) || df < 1) throw std::invalid_argument("student_t_quantile: needs 0 < p < 1 and df >= 1");
+  if (!(p > 0 && p < 1) || df < 1)
+    throw std::invalid_argument("student_t_quantile: needs 0 < p < 1 and df >= 1");
   if (p < 0.5) return -student_t_quantile(1 - p, df);
   if (p == 0.5) return 0;
   double lo = 0, hi = 1;
@@ -88,7 +90,8 @@ PairedDifference paired_difference(const std::vector<double>& x, const std::vect
   out.mean = mean_of(d);
   out.std = sample_std(d);
   if (out.std) {
-    const double half = student_t_quantile(0.975, static_cast<int>(out.n) - 1) * *out.std / std::sqrt(static_cast<double>(out.n));
+    const double half = student_t_quantile(0.975, static_cast<int>(out.n) - 1) * *out.std /
+                        std::sqrt(static_cast<double>(out.n));
     out.low = out.mean - half;
     out.high = out.mean + half;
   }

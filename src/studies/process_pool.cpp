@@ -5,13 +5,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fmt/format.h>
 #include <map>
 #include <stdexcept>
 
@@ -28,7 +28,8 @@ using Clock = std::chrono::steady_clock;
 // Appends text to the log, every byte checked.
 void append(const std::string& path, const std::string& text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error(fmt::format("cannot open log '{}': {}", path, std::strerror(errno)));
+  if (fd < 0)
+    throw std::runtime_error(fmt::format("cannot open log '{}': {}", path, std::strerror(errno)));
   const char* p = text.data();
   size_t n = text.size();
   while (n > 0) {
@@ -41,7 +42,8 @@ void append(const std::string& path, const std::string& text) {
     }
     p += w, n -= static_cast<size_t>(w);
   }
-  if (::close(fd) != 0) throw std::runtime_error(fmt::format("cannot write log '{}': {}", path, std::strerror(errno)));
+  if (::close(fd) != 0)
+    throw std::runtime_error(fmt::format("cannot write log '{}': {}", path, std::strerror(errno)));
 }
 
 std::string now_text() {
@@ -70,7 +72,9 @@ std::vector<char*> pointers(std::vector<std::string>& v) {
 // Starts the job with its output appended to its log; the pid, or -1 (errno) when it cannot start.
 pid_t start(const Job& job, const std::string& device) {
   int fd = ::open(job.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error(fmt::format("cannot open log '{}': {}", job.log, std::strerror(errno)));
+  if (fd < 0)
+    throw std::runtime_error(
+        fmt::format("cannot open log '{}': {}", job.log, std::strerror(errno)));
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
@@ -89,7 +93,9 @@ pid_t start(const Job& job, const std::string& device) {
   return pid;
 }
 
-int exit_code_of(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+int exit_code_of(int status) {
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
 
 }  // namespace
 
@@ -104,7 +110,8 @@ std::vector<JobResult> run_jobs(const std::vector<Job>& jobs, const PoolOptions&
   std::map<pid_t, Running> running;
   auto finish = [&](size_t j, int code, Clock::time_point t0) {
     results[j] = {code, std::chrono::duration<double>(Clock::now() - t0).count()};
-    append(jobs[j].log, fmt::format("== {} exit {} after {:.1f} s\n", now_text(), code, results[j].seconds));
+    append(jobs[j].log,
+           fmt::format("== {} exit {} after {:.1f} s\n", now_text(), code, results[j].seconds));
     if (opt.on_finish) opt.on_finish(j, results[j]);
   };
   size_t next = 0;
@@ -118,7 +125,8 @@ std::vector<JobResult> run_jobs(const std::vector<Job>& jobs, const PoolOptions&
       fs::create_directories(fs::path(job.log).parent_path());
       std::string cmd;
       for (const std::string& a : job.argv) cmd += (cmd.empty() ? a : " " + a);
-      append(job.log, fmt::format("== {} {}{}\n", now_text(), cmd, device.empty() ? "" : " (CUDA_VISIBLE_DEVICES=" + device + ")"));
+      append(job.log, fmt::format("== {} {}{}\n", now_text(), cmd,
+                                  device.empty() ? "" : " (CUDA_VISIBLE_DEVICES=" + device + ")"));
       if (opt.on_start) opt.on_start(next, slot);
       const Clock::time_point t0 = Clock::now();
       pid_t pid = start(job, device);

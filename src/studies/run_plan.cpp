@@ -1,7 +1,7 @@
 #include "studies/run_plan.h"
 
-#include <filesystem>
 #include <fmt/format.h>
+#include <filesystem>
 
 #include "train/run_dir.h"
 #include "train/run_setup.h"
@@ -30,9 +30,12 @@ void blame(const Grid& g, const std::string& where, F&& f) {
 
 const char* state_name(RunState s) {
   switch (s) {
-    case RunState::New: return "new";
-    case RunState::Resume: return "resume";
-    case RunState::Finished: return "finished";
+    case RunState::New:
+      return "new";
+    case RunState::Resume:
+      return "resume";
+    case RunState::Finished:
+      return "finished";
   }
   return "?";
 }
@@ -41,7 +44,8 @@ std::vector<std::string> train_args(const Grid& grid, const GridRun& run) {
   std::vector<std::string> args = {"train", "--config", grid.base};
   for (const std::string& s : grid.sets) args.insert(args.end(), {"--set", s});
   for (const auto& [k, v] : run.sets) args.insert(args.end(), {"--set", k + "=" + v});
-  args.insert(args.end(), {"--set", "run.seed=" + std::to_string(run.seed), "--set", "run.dir=" + run.dir});
+  args.insert(args.end(),
+              {"--set", "run.seed=" + std::to_string(run.seed), "--set", "run.dir=" + run.dir});
   return args;
 }
 
@@ -66,13 +70,15 @@ std::vector<PlannedRun> plan_runs(const Grid& grid, const std::vector<GridRun>& 
     PlannedRun p{r, RunState::New, c.get_string("run.device"), train_args(grid, r)};
     const std::string where = fmt::format("run {} ({})", r.name, r.dir);
     if (fs::exists(r.dir + "/config.yaml")) {
-      // The run on disk must be the grid's run, as its resume would demand (config.yaml is the truth).
+      // The run on disk must be the grid's run, as its resume would demand (config.yaml is the
+      // truth).
       blame(grid, where, [&] {
         train::check_run_dir(r.dir, true);
         const Config saved = Config::from_file(r.dir + "/config.yaml");
         train::reopen_config(saved, c, train::Reopen::Resume, r.dir);
         const bool same_steps = saved.get_int("train.steps") == c.get_int("train.steps");
-        p.state = fs::exists(r.dir + "/summary.json") && same_steps ? RunState::Finished : RunState::Resume;
+        p.state = fs::exists(r.dir + "/summary.json") && same_steps ? RunState::Finished
+                                                                    : RunState::Resume;
       });
     } else {
       blame(grid, where, [&] { train::check_run_dir(r.dir, false); });
@@ -95,8 +101,9 @@ std::string display_path(const std::string& path) {
 std::string shell_line(const std::vector<std::string>& argv) {
   std::string out;
   for (const std::string& a : argv) {
-    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                         "0123456789._-+=/:,@%") == std::string::npos;
+    const bool plain = !a.empty() && a.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789._-+=/:,@%") == std::string::npos;
     if (!out.empty()) out += ' ';
     if (plain) {
       out += a;

@@ -8,10 +8,10 @@
 namespace attn::studies {
 
 struct SlurmScript {
-  std::string binary;  // absolute path of attnlab
-  std::string workdir; // absolute; the grid's relative paths are relative to it
+  std::string binary;   // absolute path of attnlab
+  std::string workdir;  // absolute; the grid's relative paths are relative to it
   size_t runs = 0;
-  bool gpu = false;    // the runs use run.device=cuda: one GPU per task
+  bool gpu = false;  // the runs use run.device=cuda: one GPU per task
 };
 
 std::string slurm_script(const Grid& grid, const SlurmScript& s);
