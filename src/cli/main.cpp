@@ -1,4 +1,5 @@
-// attnlab: the command-line entry point. Sub-commands: train, eval, compare, bench, data, config, info.
+// attnlab: the command-line entry point. Sub-commands: train, eval, compare, sweep, report, bench,
+// data, config, info.
 // Exit codes: 0 ok; 1 runtime error; 2 configuration / usage error; 3 non-finite training.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include "data/speech_synthesis.h"
 #include "data/tokenizer.h"
 #include "bench/bench_attention.h"
+#include "studies/report.h"
+#include "studies/sweep.h"
 #include "train/compare.h"
 #include "config/config.h"
 #include "train/trainer.h"
@@ -87,6 +90,29 @@ int main(int argc, char** argv) {
   compare->add_option("--format", compare_format, "md (markdown table), csv or json")
       ->check(CLI::IsMember({"md", "csv", "json"}));
   compare->callback([&] { std::cout << attn::train::compare_runs(compare_dirs, compare_format); });
+
+  auto* sweep = app.add_subcommand("sweep", "Train every run of a study's grid (base config x axes x seeds), then its report");
+  attn::studies::SweepOptions sweep_opt;
+  sweep->add_option("grid", sweep_opt.grid, "Grid file (docs/studies.md)")->required();
+  sweep->add_option("--runs-dir", sweep_opt.runs_dir, "Where the runs go (default: the grid's runs_dir)");
+  sweep->add_flag("--dry-run", sweep_opt.dry_run, "Check the grid, print each run's state and command; start nothing");
+  sweep->add_option("--emit-slurm", sweep_opt.emit_slurm, "Write a Slurm job-array script (a task per run) instead of running");
+  sweep->add_option("--only-index", sweep_opt.only_index, "Run only the run with this index (a Slurm array task); no report")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  sweep->add_option("--parallel", sweep_opt.parallel, "Runs at once (default: one per visible GPU for run.device=cuda, else 1)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  sweep->add_flag("!--no-report", sweep_opt.report, "Do not write the report at the end");
+  sweep->add_option("--child-abort-after-step", sweep_opt.child_abort_after_step, "Testing: --abort-after-step for each run")
+      ->group("");
+  sweep->callback([&] { exit_code = attn::studies::run_sweep(sweep_opt); });
+
+  auto* report = app.add_subcommand("report", "Write a study's report.md: tables over seeds, paired differences, plots");
+  attn::studies::ReportOptions report_opt;
+  report->add_option("grid", report_opt.grid, "Grid file (docs/studies.md)")->required();
+  report->add_option("--runs-dir", report_opt.runs_dir, "Where the runs are (default: the grid's runs_dir)");
+  report->add_option("--out", report_opt.out, "Folder for report.md, report.json and plots/ (default: the runs dir)");
+  report->add_flag("!--no-plots", report_opt.plots, "Tables only (no Python)");
+  report->callback([&] { exit_code = attn::studies::run_report(report_opt); });
 
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);

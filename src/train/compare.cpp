@@ -149,6 +149,7 @@ const std::vector<tasks::Column>& stats_columns() {
 struct Table {
   std::string task, unit;
   std::vector<std::string> headers, keys;  // keys: "variant", "runs", then the summary keys
+  std::vector<std::string> formats;        // one per summary key
   struct Row {
     std::string label;
     size_t runs;
@@ -168,7 +169,7 @@ Table table(const std::vector<const RunRecord*>& runs) {
     else it->push_back(&r);
   }
   std::vector<std::string> diff = differing_keys(groups);
-  Table t{task_of(runs[0]->summary), runs[0]->summary.value("unit", ""), {"variant", "runs"}, {"variant", "runs"}, {}};
+  Table t{task_of(runs[0]->summary), runs[0]->summary.value("unit", ""), {"variant", "runs"}, {"variant", "runs"}, {}, {}};
   std::vector<tasks::Column> cols = columns_of(t.task);
   for (const tasks::Column& c : stats_columns())
     if (std::all_of(runs.begin(), runs.end(), [&](const RunRecord* r) { return r->summary.contains(c.key) && r->summary[c.key].is_number(); }))
@@ -178,6 +179,7 @@ Table table(const std::vector<const RunRecord*>& runs) {
     if (size_t at = h.find("{unit}"); at != std::string::npos) h.replace(at, 6, t.unit);
     t.headers.push_back(h);
     t.keys.push_back(c.key);
+    t.formats.push_back(c.format);
   }
   for (const auto& g : groups) {
     Table::Row row{g[0]->config.at("attention.variant"), g.size(), {}, {}, {}};
@@ -252,11 +254,7 @@ std::string json(const std::vector<Table>& tables) {
   return out.dump(2) + "\n";
 }
 
-}  // namespace
-
-std::string compare_runs(const std::vector<std::string>& run_dirs, const std::string& format) {
-  if (format != "md" && format != "csv" && format != "json")
-    throw ConfigError("compare: --format must be md, csv or json, got '" + format + "'");
+std::vector<Table> tables_of(const std::vector<std::string>& run_dirs) {
   const std::vector<RunRecord> runs = load_runs(run_dirs);
   // One table per (task, unit), in order of first appearance; never two tasks in one table.
   std::vector<std::pair<std::string, std::string>> kinds;
@@ -270,6 +268,25 @@ std::string compare_runs(const std::vector<std::string>& run_dirs, const std::st
       if (kind_of(r) == kind) of_kind.push_back(&r);
     tables.push_back(table(of_kind));
   }
+  return tables;
+}
+
+}  // namespace
+
+std::vector<CompareTable> compare_tables(const std::vector<std::string>& run_dirs) {
+  std::vector<CompareTable> out;
+  for (const Table& t : tables_of(run_dirs)) {
+    CompareTable c{t.task, t.unit, {t.keys.begin() + 2, t.keys.end()}, {t.headers.begin() + 2, t.headers.end()}, t.formats, {}};
+    for (const Table::Row& r : t.rows) c.rows.push_back({r.label, r.dirs, r.values});
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::string compare_runs(const std::vector<std::string>& run_dirs, const std::string& format) {
+  if (format != "md" && format != "csv" && format != "json")
+    throw ConfigError("compare: --format must be md, csv or json, got '" + format + "'");
+  const std::vector<Table> tables = tables_of(run_dirs);
   if (format == "csv") return csv(tables);
   if (format == "json") return json(tables);
   std::string out;

@@ -1,0 +1,627 @@
+// Studies (src/studies/): grid expansion (product, zip, names, collisions, errors), the t quantile
+// and the paired difference against hand-computed values, the process pool's scheduling with a
+// fake GPU list, the Slurm script, and the report on fixture run directories with known numbers.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "config/config.h"
+#include "scratch_dir.h"
+#include "studies/grid.h"
+#include "studies/paired_stats.h"
+#include "studies/process_pool.h"
+#include "studies/report.h"
+#include "studies/run_plan.h"
+#include "studies/slurm_script.h"
+
+namespace fs = std::filesystem;
+using attn::config::ConfigError;
+using namespace attn::studies;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  fs::path p = attn::testing::scratch_dir("attnlab-studies-") / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+void write(const fs::path& p, const std::string& text) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+// A base config (the tiny LM) and a grid file in dir; returns the grid's path.
+std::string grid_file(const fs::path& dir, const std::string& body) {
+  write(dir / "base.yaml",
+        "model:\n  d_model: 32\n  n_layers: 2\n  n_heads: 2\n  seq_len: 32\ntrain:\n  steps: 6\n"
+        "  warmup_steps: 2\nrun:\n  seed: 7\n");
+  write(dir / "grid.yaml", "base: " + (dir / "base.yaml").string() + "\n" + body);
+  return (dir / "grid.yaml").string();
+}
+
+// The ConfigError message of loading (and, with plan, checking every run of) a grid; "" if none.
+std::string grid_error(const std::string& body, bool plan = false) {
+  const fs::path d = scratch("err");
+  try {
+    Grid g = load_grid(grid_file(d, body), (d / "runs").string());
+    if (plan) plan_runs(g, expand_grid(g));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+// ---- Grid expansion --------------------------------------------------------------------------
+
+TEST(Grid, ProductOfAxesTimesSeedsInOrder) {
+  const fs::path d = scratch("product");
+  Grid g = load_grid(
+      grid_file(d,
+                "name: p\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\n"
+                "  - key: model.position\n    values: [rope, alibi, learned]\nseeds: [1, 2]\n"));
+  EXPECT_EQ(g.name, "p");
+  EXPECT_EQ(g.runs_dir, "runs/p");
+  const std::vector<GridRun> runs = expand_grid(g);
+  ASSERT_EQ(runs.size(), 12u);
+  // Seeds outermost, then the first axis the slowest.
+  EXPECT_EQ(runs[0].name, "variant=softmax,position=rope,s1");
+  EXPECT_EQ(runs[1].name, "variant=softmax,position=alibi,s1");
+  EXPECT_EQ(runs[3].name, "variant=sigmoid,position=rope,s1");
+  EXPECT_EQ(runs[5].name, "variant=sigmoid,position=learned,s1");
+  EXPECT_EQ(runs[6].name, "variant=softmax,position=rope,s2");
+  EXPECT_EQ(runs[11].name, "variant=sigmoid,position=learned,s2");
+  EXPECT_EQ(runs[4].point, "variant=sigmoid,position=alibi");
+  EXPECT_EQ(runs[4].seed, 1);
+  EXPECT_EQ(runs[10].seed, 2);
+  EXPECT_EQ(runs[4].dir, "runs/p/variant=sigmoid,position=alibi,s1");
+  const std::vector<std::pair<std::string, std::string>> sets = {{"attention.variant", "sigmoid"},
+                                                                 {"model.position", "alibi"}};
+  EXPECT_EQ(runs[4].sets, sets);
+  for (size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].index, i);
+  // The command trains exactly that point.
+  const std::vector<std::string> args = train_args(g, runs[4]);
+  const std::vector<std::string> want = {"train",
+                                         "--config",
+                                         g.base,
+                                         "--set",
+                                         "attention.variant=sigmoid",
+                                         "--set",
+                                         "model.position=alibi",
+                                         "--set",
+                                         "run.seed=1",
+                                         "--set",
+                                         "run.dir=runs/p/variant=sigmoid,position=alibi,s1"};
+  EXPECT_EQ(args, want);
+}
+
+TEST(Grid, ZipAxesMoveTogether) {
+  const fs::path d = scratch("zip");
+  Grid g = load_grid(grid_file(d,
+                               "set: [train.steps=4]\naxes:\n  - key: attention.variant\n    "
+                               "values: [softmax, sigmoid]\n"
+                               "  - zip:\n      - {key: model.position, values: [rope, alibi]}\n"
+                               "      - {key: train.lr, values: [1e-3, 3e-4]}\nseeds: [5]\n"),
+                     "elsewhere");
+  EXPECT_EQ(g.runs_dir, "elsewhere");  // --runs-dir wins
+  const std::vector<GridRun> runs = expand_grid(g);
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(runs[0].name, "variant=softmax,position=rope,lr=1e-3,s5");
+  EXPECT_EQ(runs[1].name, "variant=softmax,position=alibi,lr=3e-4,s5");
+  EXPECT_EQ(runs[3].name, "variant=sigmoid,position=alibi,lr=3e-4,s5");
+  const std::vector<std::pair<std::string, std::string>> sets = {
+      {"attention.variant", "sigmoid"}, {"model.position", "alibi"}, {"train.lr", "3e-4"}};
+  EXPECT_EQ(runs[3].sets, sets);
+  // The config of a run is base + set + axes + seed + dir, resolved.
+  const attn::config::Config c = run_config(g, runs[3]);
+  EXPECT_EQ(c.get_string("attention.variant"), "sigmoid");
+  EXPECT_EQ(c.get_string("model.position"), "alibi");
+  EXPECT_DOUBLE_EQ(c.get_float("train.lr"), 3e-4);
+  EXPECT_EQ(c.get_int("train.steps"), 4);
+  EXPECT_EQ(c.get_int("run.seed"), 5);
+  EXPECT_EQ(c.get_string("run.dir"), "elsewhere/variant=sigmoid,position=alibi,lr=3e-4,s5");
+}
+
+TEST(Grid, SeedsDefaultToTheBaseConfigsAndNameToTheFile) {
+  const fs::path d = scratch("defaults");
+  Grid g = load_grid(grid_file(d, "axes:\n  - key: attention.variant\n    values: [softmax]\n"));
+  EXPECT_EQ(g.seeds, std::vector<int64_t>{7});  // base.yaml says run.seed: 7
+  EXPECT_EQ(g.name, "grid");
+  EXPECT_EQ(g.runs_dir, "runs/grid");
+  EXPECT_EQ(expand_grid(g)[0].name, "variant=softmax,s7");
+  Grid none = load_grid(grid_file(d, "seeds: [3]\n"));
+  ASSERT_EQ(expand_grid(none).size(), 1u);
+  EXPECT_EQ(expand_grid(none)[0].name, "s3");
+}
+
+TEST(Grid, ShortNamesGrowWhereTheyWouldCollide) {
+  auto s = short_key_names({"attention.dropout", "model.dropout", "train.lr"});
+  EXPECT_EQ(s["attention.dropout"], "attention.dropout");
+  EXPECT_EQ(s["model.dropout"], "model.dropout");
+  EXPECT_EQ(s["train.lr"], "lr");
+  auto deep = short_key_names({"a.b.c", "x.b.c", "y.c", "task"});
+  EXPECT_EQ(deep["a.b.c"], "a.b.c");
+  EXPECT_EQ(deep["x.b.c"], "x.b.c");
+  EXPECT_EQ(deep["y.c"], "y.c");
+  EXPECT_EQ(deep["task"], "task");
+  // In a grid: the names carry the longer form.
+  const fs::path d = scratch("collide");
+  Grid g = load_grid(grid_file(d,
+                               "axes:\n  - key: model.dropout\n    values: [0.1]\n"
+                               "  - key: attention.dropout\n    values: [0.0, 0.2]\nseeds: [1]\n"));
+  EXPECT_EQ(expand_grid(g)[1].name, "model.dropout=0.1,attention.dropout=0.2,s1");
+}
+
+TEST(Grid, ValuesAreSanitisedForDirectoryNames) {
+  EXPECT_EQ(sanitise_value("/data/my corpus.txt"), "_data_my_corpus.txt");
+  EXPECT_EQ(sanitise_value("1e-3"), "1e-3");
+  EXPECT_EQ(sanitise_value("a,b=c"), "a_b_c");  // never the name's own separators
+  const fs::path d = scratch("sanitise");
+  Grid g = load_grid(
+      grid_file(d, "axes:\n  - key: data.path\n    values: [/tmp/x y.txt]\nseeds: [1]\n"));
+  const GridRun r = expand_grid(g)[0];
+  EXPECT_EQ(r.name, "path=_tmp_x_y.txt,s1");
+  EXPECT_EQ(r.sets[0].second, "/tmp/x y.txt");  // the value itself is untouched
+}
+
+TEST(Grid, ErrorsNameTheGridAndTheAxis) {
+  struct Case {
+    std::string body, expect;
+    bool plan = false;
+  };
+  const std::vector<Case> cases = {
+      {"axes:\n  - zip:\n      - {key: model.position, values: [rope, alibi]}\n      - {key: "
+       "train.lr, values: [1e-3]}\n",
+       "axis 1 (zip of model.position, train.lr): 'model.position' has 2 values but 'train.lr' has "
+       "1"},
+      {"axes:\n  - zip:\n      - {key: model.position, values: [rope]}\n",
+       "axis 1 (zip): expected a list of two or more"},
+      {"axes:\n  - key: data.path\n    values: [a/b, a_b]\n",
+       "values 'a/b' and 'a_b' give the same run name part 'path=a_b'"},
+      {"axes:\n  - key: attention.variant\n    values: [softmax, softmax]\n",
+       "value 'softmax' is given twice"},
+      {"axes:\n  - key: attention.variant\n    values: []\n",
+       "axis 1 ('attention.variant'): expected `values:`"},
+      {"axes:\n  - key: run.seed\n    values: [1, 2]\n",
+       "run.seed is set by the grid's `seeds:` list"},
+      {"set: [run.dir=x]\n", "run.dir is set by the sweep"},
+      {"set: [train.lr=1e-3]\naxes:\n  - key: train.lr\n    values: [1e-3, 2e-3]\n",
+       "key 'train.lr' is in set and in axis 1"},
+      {"axes:\n  - key: train.lr\n    values: [1]\n  - key: train.lr\n    values: [2]\n",
+       "key 'train.lr' is in axis 1 and in axis 2"},
+      {"axis:\n  - key: train.lr\n", "unknown entry 'axis'"},
+      {"axes:\n  - key: train.lr\n    vals: [1]\n", "axis 1: unknown entry 'vals'"},
+      {"seeds: [1, x]\n", "seeds: 'x' is not a non-negative integer"},
+      {"seeds: [1, 1]\n", "seeds: 1 is given twice"},
+      {"axes: [ {key: a\n", "YAML error"},
+      {"axes:\n  - key: attention.varaint\n    values: [softmax]\n",
+       "axis key 'attention.varaint' value 'softmax': unknown config key 'attention.varaint'",
+       true},
+      {"axes:\n  - key: attention.variant\n    values: [softmax, tanh]\n",
+       "axis key 'attention.variant' value 'tanh': config key 'attention.variant'", true},
+      {"axes:\n  - key: model.n_heads\n    values: [2, 3]\n",
+       "run n_heads=3,s7: config key 'model.n_heads'", true},
+      {"set: [train.stepz=3]\n", "set 'train.stepz=3': unknown config key 'train.stepz'", true},
+  };
+  for (const Case& c : cases) {
+    const std::string e = grid_error(c.body, c.plan);
+    EXPECT_NE(e.find("grid '"), std::string::npos) << c.body << " -> " << e;
+    EXPECT_NE(e.find(c.expect), std::string::npos) << c.body << " -> " << e;
+  }
+  const fs::path d = scratch("nobase");
+  write(d / "g.yaml", "base: " + (d / "missing.yaml").string() + "\n");
+  try {
+    load_grid((d / "g.yaml").string());
+    ADD_FAILURE() << "a missing base was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.yaml' not found"), std::string::npos) << e.what();
+  }
+  write(d / "g2.yaml", "axes: []\n");
+  try {
+    load_grid((d / "g2.yaml").string());
+    ADD_FAILURE() << "a grid without base was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("has no `base:`"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_grid((d / "nothere.yaml").string()), ConfigError);
+}
+
+TEST(Grid, PlanSeesFinishedInterruptedAndEditedRuns) {
+  const fs::path d = scratch("plan");
+  Grid g = load_grid(grid_file(d,
+                               "axes:\n  - key: attention.variant\n    values: [softmax, sigmoid, "
+                               "softmax1]\nseeds: [1]\n"),
+                     (d / "runs").string());
+  const std::vector<GridRun> runs = expand_grid(g);
+  write(fs::path(runs[0].dir) / "config.yaml", run_config(g, runs[0]).to_yaml());
+  write(fs::path(runs[0].dir) / "summary.json", "{}");
+  write(fs::path(runs[1].dir) / "config.yaml", run_config(g, runs[1]).to_yaml());
+  std::vector<PlannedRun> plan = plan_runs(g, runs);
+  EXPECT_EQ(plan[0].state, RunState::Finished);
+  EXPECT_EQ(plan[1].state, RunState::Resume);
+  EXPECT_EQ(plan[1].train_args.back(), "--resume");
+  EXPECT_EQ(plan[2].state, RunState::New);
+  EXPECT_EQ(plan[2].train_args.back(), "run.dir=" + runs[2].dir);
+  // A run on disk that the grid no longer describes (a key the grid gives has another value) is
+  // refused before anything starts.
+  attn::config::Config other = run_config(g, runs[1]);
+  other.set("model.d_model=64");
+  write(fs::path(runs[1].dir) / "config.yaml", other.to_yaml());
+  try {
+    plan_runs(g, runs);
+    ADD_FAILURE() << "an edited run was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("run variant=sigmoid,s1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.d_model"), std::string::npos) << e.what();
+  }
+}
+
+// ---- Statistics ------------------------------------------------------------------------------
+
+TEST(PairedStats, StudentTQuantilesMatchTheTables) {
+  // Two-sided 95% (p = 0.975) and 99% (p = 0.995) critical values from the standard t tables.
+  const std::vector<std::pair<int, double>> t975 = {
+      {1, 12.706204736}, {2, 4.302652730},  {3, 3.182446305},  {4, 2.776445105},
+      {9, 2.262157163},  {29, 2.045229642}, {100, 1.983971519}};
+  for (const auto& [df, t] : t975)
+    EXPECT_NEAR(student_t_quantile(0.975, df), t, 1e-8 * t) << "df " << df;
+  EXPECT_NEAR(student_t_quantile(0.995, 5), 4.032142984, 1e-8);
+  EXPECT_NEAR(student_t_quantile(0.025, 4), -2.776445105, 1e-8);
+  EXPECT_NEAR(student_t_quantile(0.75, 1), 1.0, 1e-10);  // Cauchy: tan(π/4)
+  EXPECT_DOUBLE_EQ(student_t_quantile(0.5, 3), 0.0);
+  EXPECT_THROW(student_t_quantile(1.0, 3), std::invalid_argument);
+  EXPECT_THROW(student_t_quantile(0.9, 0), std::invalid_argument);
+}
+
+TEST(PairedStats, PairedDifferenceByHand) {
+  // d = (−0.1, −0.2, −0.05): d̄ = −7/60; deviations 1/60, −5/60, 4/60, so sd = √(42/3600 / 2) =
+  // √21/60 and the half-width t₀.₉₇₅,₂ · sd/√3 = 4.30265273 · √7/60.
+  const PairedDifference d = paired_difference({0.9, 1.0, 1.05}, {1.0, 1.2, 1.1});
+  EXPECT_EQ(d.n, 3u);
+  EXPECT_NEAR(d.mean, -7.0 / 60, 1e-14);
+  ASSERT_TRUE(d.std && d.low && d.high);
+  EXPECT_NEAR(*d.std, std::sqrt(21.0) / 60, 1e-14);
+  const double half = 4.302652730 * std::sqrt(7.0) / 60;
+  EXPECT_NEAR(*d.low, -7.0 / 60 - half, 1e-9);
+  EXPECT_NEAR(*d.high, -7.0 / 60 + half, 1e-9);
+  const PairedDifference one = paired_difference({2.5}, {2.0});
+  EXPECT_EQ(one.n, 1u);
+  EXPECT_DOUBLE_EQ(one.mean, 0.5);
+  EXPECT_FALSE(one.std || one.low || one.high);
+  EXPECT_THROW(paired_difference({1, 2}, {1}), std::invalid_argument);
+  EXPECT_NEAR(*sample_std({1.0, 1.2, 1.1}), 0.1, 1e-14);
+  EXPECT_FALSE(sample_std({1.0}));
+}
+
+// ---- Child processes -------------------------------------------------------------------------
+
+// Six jobs on two fake GPUs: never more than two at once, two at once on different GPUs, each
+// job's output in its log, failures reported per job without stopping the others.
+TEST(ProcessPool, OneJobPerDeviceAtATime) {
+  const fs::path d = scratch("pool");
+  std::vector<Job> jobs;
+  for (int i = 0; i < 6; ++i) {
+    const std::string rec = (d / fmt::format("job{}.txt", i)).string();
+    const std::string script = fmt::format(
+        "echo $CUDA_VISIBLE_DEVICES $(date +%s%N) > {0}; echo out-{1}; echo err-{1} >&2; sleep "
+        "0.3; "
+        "date +%s%N >> {0}; exit {2}",
+        rec, i, i == 2 ? 7 : 0);
+    jobs.push_back({{"/bin/sh", "-c", script}, (d / fmt::format("logs/job{}.log", i)).string()});
+  }
+  jobs.push_back({{(d / "no-such-program").string()}, (d / "logs/missing.log").string()});
+  PoolOptions opt;
+  opt.slots = 2;
+  opt.devices = {"3", "5"};
+  size_t started = 0, finished = 0;
+  opt.on_start = [&](size_t, size_t slot) {
+    EXPECT_LT(slot, 2u);
+    ++started;
+  };
+  opt.on_finish = [&](size_t, const JobResult&) { ++finished; };
+  const std::vector<JobResult> r = run_jobs(jobs, opt);
+  ASSERT_EQ(r.size(), 7u);
+  EXPECT_EQ(started, 7u);
+  EXPECT_EQ(finished, 7u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(r[i].exit_code, i == 2 ? 7 : 0) << "job " << i;
+  EXPECT_EQ(r[6].exit_code, 127);
+  EXPECT_NE(slurp(d / "logs/missing.log").find("cannot start"), std::string::npos);
+  struct Span {
+    std::string gpu;
+    long long t0, t1;
+  };
+  std::vector<Span> spans;
+  for (int i = 0; i < 6; ++i) {
+    std::istringstream is(slurp(d / fmt::format("job{}.txt", i)));
+    Span s;
+    is >> s.gpu >> s.t0 >> s.t1;
+    ASSERT_TRUE(is) << "job " << i << " left no record";
+    EXPECT_TRUE(s.gpu == "3" || s.gpu == "5") << s.gpu;
+    spans.push_back(s);
+    const std::string log = slurp(d / fmt::format("logs/job{}.log", i));
+    EXPECT_NE(log.find(fmt::format("out-{}", i)), std::string::npos) << log;
+    EXPECT_NE(log.find(fmt::format("err-{}", i)), std::string::npos) << log;
+    EXPECT_NE(log.find(fmt::format("exit {}", i == 2 ? 7 : 0)), std::string::npos) << log;
+  }
+  size_t most = 0;
+  for (const Span& a : spans) {
+    size_t at_once = 0;  // jobs running when a started
+    for (const Span& b : spans)
+      if (b.t0 <= a.t0 && a.t0 < b.t1) {
+        ++at_once;
+        if (&a != &b) {
+          EXPECT_NE(a.gpu, b.gpu) << "two jobs at once on GPU " << a.gpu;
+        }
+      }
+    most = std::max(most, at_once);
+  }
+  EXPECT_EQ(most, 2u) << "two slots: two jobs at once, never three";
+}
+
+TEST(ProcessPool, StopStartsNothingMore) {
+  const fs::path d = scratch("stop");
+  std::vector<Job> jobs;
+  for (int i = 0; i < 3; ++i)
+    jobs.push_back({{"/bin/true"}, (d / fmt::format("j{}.log", i)).string()});
+  PoolOptions opt;
+  size_t done = 0;
+  opt.on_finish = [&](size_t, const JobResult&) { ++done; };
+  opt.stop = [&] { return done >= 1; };
+  const std::vector<JobResult> r = run_jobs(jobs, opt);
+  EXPECT_EQ(r[0].exit_code, 0);
+  EXPECT_EQ(r[1].exit_code, -1);
+  EXPECT_EQ(r[2].exit_code, -1);
+  EXPECT_FALSE(fs::exists(d / "j1.log"));
+}
+
+TEST(ProcessPool, VisibleGpusFollowCudaVisibleDevices) {
+  const char* old = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string saved = old ? old : "";
+  ::setenv("CUDA_VISIBLE_DEVICES", "2, 7,", 1);
+  EXPECT_EQ(visible_gpus(8), (std::vector<std::string>{"2", "7"}));
+  ::setenv("CUDA_VISIBLE_DEVICES", "", 1);
+  EXPECT_TRUE(visible_gpus(8).empty());
+  ::unsetenv("CUDA_VISIBLE_DEVICES");
+  EXPECT_EQ(visible_gpus(3), (std::vector<std::string>{"0", "1", "2"}));
+  if (old) ::setenv("CUDA_VISIBLE_DEVICES", saved.c_str(), 1);
+}
+
+TEST(Slurm, OneArrayTaskPerRun) {
+  const fs::path d = scratch("slurm");
+  Grid g = load_grid(grid_file(d,
+                               "name: study-x\naxes:\n  - key: attention.variant\n    values: "
+                               "[softmax, sigmoid]\nseeds: [1, 2, 3]\n"),
+                     "runs/x");
+  const std::string s =
+      slurm_script(g, {"/opt/attnlab", "/work/here", expand_grid(g).size(), false});
+  EXPECT_EQ(s.rfind("#!/bin/bash\n", 0), 0u);
+  EXPECT_NE(s.find("#SBATCH --array=0-5\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("#SBATCH --job-name=study-x\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("#SBATCH --output=/work/here/runs/x/logs/slurm-%A_%a.out\n"), std::string::npos)
+      << s;
+  EXPECT_NE(s.find("cd /work/here\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("exec /opt/attnlab sweep " + g.path +
+                   " --runs-dir /work/here/runs/x --only-index \"$SLURM_ARRAY_TASK_ID\"\n"),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(s.find("--gres"), std::string::npos);
+  EXPECT_NE(slurm_script(g, {"/opt/attnlab", "/work/here", 6, true}).find("#SBATCH --gres=gpu:1\n"),
+            std::string::npos);
+}
+
+// ---- The report on fixture runs --------------------------------------------------------------
+
+namespace {
+
+// A finished LM run directory as the trainer writes it, with the given final validation loss.
+void fixture_run(const Grid& g, const GridRun& r, double val_loss) {
+  const fs::path dir = r.dir;
+  write(dir / "config.yaml", run_config(g, r).to_yaml());
+  const nlohmann::json summary = {{"task", "lm"},
+                                  {"unit", "char"},
+                                  {"variant", r.sets[0].second},
+                                  {"seed", r.seed},
+                                  {"steps", 6},
+                                  {"final_val_loss", val_loss},
+                                  {"best_val_loss", val_loss},
+                                  {"final_val_bpc", val_loss / std::log(2.0)},
+                                  {"tokens_per_s", 1000.0 + r.seed},
+                                  {"parameters", 27488},
+                                  {"wall_time_s", 2.0},
+                                  {"final_max_kurtosis", 3.0 + r.seed},
+                                  {"final_max_inf_norm", 10.0},
+                                  {"final_sink_mass", 0.25},
+                                  {"final_row_mass", 1.0}};
+  write(dir / "summary.json", summary.dump(2));
+  std::string rows;
+  for (int s = 1; s <= 6; ++s)
+    rows += nlohmann::json{{"step", s},
+                           {"loss", 4.0 - 0.1 * s + 0.01 * r.seed},
+                           {"lr", 1e-3},
+                           {"elapsed", 0.1 * s}}
+                .dump() +
+            "\n";
+  rows += nlohmann::json{{"step", 6}, {"val_loss", val_loss}, {"unit", "char"}}.dump() + "\n";
+  nlohmann::json stats = {
+      {"stats", "val"}, {"step", 6}, {"summary", {{"max_kurtosis", 3.0 + r.seed}}}};
+  for (int l = 0; l < 3; ++l) {
+    stats["activations"][fmt::format("blocks.{}", l)] = {
+        {"kurtosis", 3.0 + l}, {"inf_norm", 5.0 + l}, {"samples", 4}};
+    stats["attention"][fmt::format("blocks.{}.attn", l)] = {{"sink_mass", {0.1 * l, 0.2}},
+                                                            {"row_mass", {1.0, 1.0}}};
+  }
+  rows += stats.dump() + "\n";
+  write(dir / "metrics.jsonl", rows);
+}
+
+struct Fixture {
+  fs::path dir;
+  Grid grid;
+  std::vector<GridRun> runs;
+};
+
+// softmax: 1.0, 1.2, 1.1 (seeds 1–3); sigmoid: 0.9, 1.0, 1.05; softmax1: 0.95 (seed 1), seed 2
+// failed (exit 3, a config.yaml and a status), seed 3 never ran.
+Fixture report_fixture(const std::string& name) {
+  Fixture f;
+  f.dir = scratch(name);
+  f.grid = load_grid(
+      grid_file(
+          f.dir,
+          "name: fx\naxes:\n  - key: attention.variant\n    values: [softmax, sigmoid, softmax1]\n"
+          "seeds: [1, 2, 3]\n"),
+      (f.dir / "runs").string());
+  f.runs = expand_grid(f.grid);
+  const std::map<std::string, double> loss = {
+      {"variant=softmax,s1", 1.0},  {"variant=softmax,s2", 1.2}, {"variant=softmax,s3", 1.1},
+      {"variant=sigmoid,s1", 0.9},  {"variant=sigmoid,s2", 1.0}, {"variant=sigmoid,s3", 1.05},
+      {"variant=softmax1,s1", 0.95}};
+  for (const GridRun& r : f.runs)
+    if (loss.count(r.name)) fixture_run(f.grid, r, loss.at(r.name));
+  const GridRun& failed = f.runs[5];  // variant=softmax1,s2
+  EXPECT_EQ(failed.name, "variant=softmax1,s2");
+  write(fs::path(failed.dir) / "config.yaml", run_config(f.grid, failed).to_yaml());
+  const std::string log = (fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".log")).string();
+  write(log, "boom\n");
+  write(fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".status.json"),
+        nlohmann::json{{"exit", 3}, {"log", log}}.dump());
+  return f;
+}
+
+const nlohmann::json& metric(const nlohmann::json& report, const std::string& key) {
+  for (const nlohmann::json& m : report["metrics"])
+    if (m["key"] == key) return m;
+  throw std::runtime_error("no metric " + key);
+}
+
+const nlohmann::json& row(const nlohmann::json& m, const std::string& point) {
+  for (const nlohmann::json& r : m["rows"])
+    if (r["point"] == point) return r;
+  throw std::runtime_error("no row " + point);
+}
+
+}  // namespace
+
+TEST(Report, TablesOverSeedsAndPairedDifferencesMatchHandValues) {
+  const Fixture f = report_fixture("report-numbers");
+  ReportOptions o;
+  o.grid = f.grid.path;
+  o.runs_dir = f.grid.runs_dir;
+  o.plots = false;
+  ASSERT_EQ(run_report(o), 0);
+  const nlohmann::json rep =
+      nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
+  const nlohmann::json& m = metric(rep, "final_val_loss");
+  const nlohmann::json& soft = row(m, "variant=softmax");
+  EXPECT_EQ(soft["n"], 3);
+  EXPECT_NEAR(soft["mean"].get<double>(), 1.1, 1e-12);
+  EXPECT_NEAR(soft["std"].get<double>(), 0.1, 1e-12);  // deviations −0.1, 0.1, 0
+  EXPECT_FALSE(soft.contains("diff"));
+  const nlohmann::json& sig = row(m, "variant=sigmoid");
+  EXPECT_NEAR(sig["mean"].get<double>(), 2.95 / 3, 1e-12);
+  EXPECT_NEAR(sig["std"].get<double>(), std::sqrt(21.0) / 60,
+              1e-12);                                     // deviations −5/60, 1/60, 4/60
+  const double half = 4.302652730 * std::sqrt(7.0) / 60;  // PairedDifferenceByHand
+  EXPECT_EQ(sig["diff"]["n"], 3);
+  EXPECT_NEAR(sig["diff"]["mean"].get<double>(), -7.0 / 60, 1e-12);
+  EXPECT_NEAR(sig["diff"]["ci_low"].get<double>(), -7.0 / 60 - half, 1e-9);
+  EXPECT_NEAR(sig["diff"]["ci_high"].get<double>(), -7.0 / 60 + half, 1e-9);
+  const nlohmann::json& one = row(m, "variant=softmax1");
+  EXPECT_EQ(one["n"], 1);
+  EXPECT_TRUE(one["std"].is_null());
+  EXPECT_EQ(one["diff"]["n"], 1);
+  EXPECT_NEAR(one["diff"]["mean"].get<double>(), -0.05, 1e-12);
+  EXPECT_TRUE(one["diff"]["ci_low"].is_null());
+  // The statistics of the model are tables too (final_max_kurtosis = 3 + seed, so mean 5, std 1).
+  EXPECT_NEAR(row(metric(rep, "final_max_kurtosis"), "variant=sigmoid")["mean"].get<double>(), 5.0,
+              1e-12);
+  EXPECT_NEAR(row(metric(rep, "final_max_kurtosis"), "variant=sigmoid")["std"].get<double>(), 1.0,
+              1e-12);
+
+  const std::string md = slurp(fs::path(f.grid.runs_dir) / "report.md");
+  const std::string sig_line =
+      fmt::format("| sigmoid | 3 | {:.4f} ± {:.4f} | {:.4f} (n = 3) | [{:.4f}, {:.4f}] |", 2.95 / 3,
+                  std::sqrt(21.0) / 60, -7.0 / 60, -7.0 / 60 - half, -7.0 / 60 + half);
+  EXPECT_NE(md.find(sig_line), std::string::npos) << sig_line << "\n" << md;
+  EXPECT_NE(md.find("| softmax | 3 | 1.1000 ± 0.1000 | baseline |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| softmax1 | 1 | 0.9500 | -0.0500 (n = 1) | n = 1, no interval |"),
+            std::string::npos)
+      << md;
+  // Missing and failed runs are listed, with the exit code and log of the failed one.
+  EXPECT_NE(md.find("| variant=softmax1,s2 | failed | 3 | `" + f.grid.runs_dir +
+                    "/logs/variant=softmax1,s2.log` |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| variant=softmax1,s3 | not run |"), std::string::npos) << md;
+  // The grid and the commands that reproduce it.
+  EXPECT_NE(md.find(f.grid.text), std::string::npos);
+  EXPECT_NE(md.find("--set attention.variant=softmax1 --set run.seed=3 --set run.dir=" +
+                    f.grid.runs_dir + "/variant=softmax1,s3"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| softmax | 3 | 1.1000 ± 0.1000 | 1.1000 ± 0.1000 |"), std::string::npos)
+      << "compare's table\n"
+      << md;
+}
+
+TEST(Report, GridWithoutVariantAxisHasNoDifferences) {
+  const fs::path d = scratch("report-novariant");
+  Grid g =
+      load_grid(grid_file(d, "axes:\n  - key: train.lr\n    values: [1e-3, 2e-3]\nseeds: [1]\n"),
+                (d / "runs").string());
+  for (const GridRun& r : expand_grid(g)) fixture_run(g, r, r.sets[0].second == "1e-3" ? 2.0 : 3.0);
+  ReportOptions o{g.path, g.runs_dir, (d / "out").string(), false};
+  ASSERT_EQ(run_report(o), 0);
+  const std::string md = slurp(d / "out/report.md");
+  EXPECT_NE(md.find("no paired differences"), std::string::npos) << md;
+  EXPECT_EQ(md.find("Δ vs softmax"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 2e-3 | 1 | 3.0000 |"), std::string::npos) << md;
+}
+
+TEST(Report, PlotsArePngs) {
+  static const bool have =
+      std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
+  if (!have)
+    GTEST_SKIP()
+        << "/usr/bin/python3 cannot import matplotlib (apt-get install python3-matplotlib)";
+  const Fixture f = report_fixture("report-plots");
+  ReportOptions o;
+  o.grid = f.grid.path;
+  o.runs_dir = f.grid.runs_dir;
+  ASSERT_EQ(run_report(o), 0) << slurp(fs::path(f.grid.runs_dir) / "plots/report_plots.log");
+  const std::string md = slurp(fs::path(f.grid.runs_dir) / "report.md");
+  for (const char* name : {"loss_curves.png", "final_metrics.png", "layer_stats.png"}) {
+    const fs::path p = fs::path(f.grid.runs_dir) / "plots" / name;
+    ASSERT_TRUE(fs::exists(p)) << name;
+    EXPECT_GT(fs::file_size(p), 10000u) << name;
+    const std::string bytes = slurp(p);
+    EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << name;
+    EXPECT_NE(md.find(std::string("(plots/") + name + ")"), std::string::npos) << name;
+  }
+  // A broken script is said in the report and in the exit code, never silently.
+  ::setenv("ATTNLAB_REPORT_PLOTS", (f.dir / "no-such-script.py").c_str(), 1);
+  EXPECT_EQ(run_report(o), 1);
+  ::unsetenv("ATTNLAB_REPORT_PLOTS");
+  EXPECT_NE(slurp(fs::path(f.grid.runs_dir) / "report.md").find("Not all plots were made"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(fs::path(f.grid.runs_dir) / "plots/loss_curves.png"))
+      << "a stale plot was kept";
+}
