@@ -19,7 +19,7 @@ const std::vector<std::string>& keys_changeable_on(Reopen mode) {
   // training (a run half in f32, half in bf16 is neither), so only an eval may change it.
   static const std::vector<std::string> resume = {
       "run.dir",   "run.name",   "run.threads",      "run.device",     "data.cache_dir",
-      "log.every", "eval.every", "checkpoint.every", "checkpoint.keep"};
+      "log.every", "log.level", "eval.every", "checkpoint.every", "checkpoint.keep"};
   static const std::vector<std::string> eval = [] {
     std::vector<std::string> e = resume;
     e.insert(e.end(), {"run.precision", "eval.batches"});

@@ -24,6 +24,7 @@
 #include "train/run_setup.h"
 #include "train/saved_config.h"
 #include "train/stop_signal.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 
@@ -88,8 +89,8 @@ void restore(Run& r) {
   const std::string dir = r.dir + "/checkpoints";
   std::vector<std::string> all = list_checkpoints(dir);
   if (all.empty()) {
-    fmt::print(stderr, "note: {} has no checkpoint (the run stopped before its first one): starting again from step 0\n",
-               dir);
+    logging::info("note: {} has no checkpoint (the run stopped before its first one): starting again from step 0\n",
+                  dir);
     return;
   }
   std::vector<std::string> rejected;
@@ -98,15 +99,15 @@ void restore(Run& r) {
     if (!why.empty() && why.rfind("format 1", 0) != 0) {
       fs::rename(*it, *it + ".corrupt");
       rejected.push_back(fmt::format("'{}' ({})", *it, why));
-      fmt::print(stderr, "error: checkpoint '{}' is unusable: {}; moved to '{}.corrupt'{}\n", *it, why, *it,
-                 std::next(it) != all.rend() ? fmt::format("; falling back to '{}'", *std::next(it)) : "");
+      logging::error("error: checkpoint '{}' is unusable: {}; moved to '{}.corrupt'{}\n", *it, why, *it,
+                     std::next(it) != all.rend() ? fmt::format("; falling back to '{}'", *std::next(it)) : "");
       continue;
     }
     r.state = load_checkpoint(*it, r.task->model(), r.opt.get());
     r.checkpointed_step = r.state.step;
     r.task->set_position(r.state.data_position);
     r.task->dropout_generator().offset = r.state.dropout_offset;
-    fmt::print(stderr, "resuming {} from {} (step {})\n", r.dir, *it, r.state.step);
+    logging::info("resuming {} from {} (step {})\n", r.dir, *it, r.state.step);
     return;
   }
   sync_directory(dir);
@@ -234,8 +235,8 @@ bool is_finished(const Run& r) { return r.state.step >= r.cfg.get_int("train.ste
 // The first SIGINT/SIGTERM: the step in flight has finished; checkpoint it, say how to go on.
 int stop_on_signal(Run& r, MetricsLog& log, int sig) {
   if (r.checkpointed_step != r.state.step) checkpoint(r, log);
-  fmt::print(stderr, "\n{} at step {}: checkpoint {}/checkpoints/step-{:08}.ckpt written. Resume with:\n  attnlab train --set run.dir={} --resume\n",
-             signal_name(sig), r.state.step, r.dir, r.state.step, r.dir);
+  logging::warn("\n{} at step {}: checkpoint {}/checkpoints/step-{:08}.ckpt written. Resume with:\n  attnlab train --set run.dir={} --resume\n",
+                signal_name(sig), r.state.step, r.dir, r.state.step, r.dir);
   return 128 + sig;
 }
 
@@ -263,9 +264,9 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       r.opt->zero_grad();
       log.write({{"step", r.state.step + 1}, {"error", "non-finite loss or gradient"}});
-      fmt::print(stderr, "{}error: non-finite {} at step {} (loss {}, grad norm {}); stopping. Last good checkpoint: {}\n",
-                 tty ? "\n" : "", std::isfinite(loss) ? "gradient" : "loss", r.state.step + 1, loss, norm,
-                 last_good_checkpoint(r.dir + "/checkpoints"));
+      logging::error("{}error: non-finite {} at step {} (loss {}, grad norm {}); stopping. Last good checkpoint: {}\n",
+                     tty ? "\n" : "", std::isfinite(loss) ? "gradient" : "loss", r.state.step + 1, loss, norm,
+                     last_good_checkpoint(r.dir + "/checkpoints"));
       return 3;
     }
     r.opt->step(lr);
@@ -281,8 +282,8 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
       if (!opt.quiet) {
         double rate = r.state.tokens / r.state.elapsed_s;
         double eta = (steps - r.state.step) * tokens_per_step / rate;
-        fmt::print(stderr, "{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} {} | ETA {}{}", tty ? "\r" : "", tag,
-                   r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
+        logging::info("{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} {} | ETA {}{}", tty ? "\r" : "", tag,
+                      r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
       }
     }
     if (!stats_train.is_null()) log.write(stats_train);
@@ -292,8 +293,8 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
       log.write(last_eval);
       if (!last_stats.is_null()) log.write(last_stats);
       if (!opt.quiet)
-        fmt::print(stderr, "{}[{}] step {} {}{}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval),
-                   describe_stats(last_stats));
+        logging::info("{}[{}] step {} {}{}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval),
+                      describe_stats(last_stats));
     }
     if (r.state.step % ckpt_every == 0 || is_last) checkpoint(r, log);
     if (r.state.step == opt.abort_after_step) std::raise(SIGKILL);
@@ -301,7 +302,7 @@ int train_loop(Run& r, const TrainOptions& opt, MetricsLog& log) {
   if (int sig = StopSignal::pending(); sig && !is_finished(r)) return stop_on_signal(r, log, sig);
   if (last_eval.is_null()) last_eval = eval_row(r, &last_stats);  // resumed a run that had finished its steps
   write_summary(r, last_eval, last_stats);
-  if (!opt.quiet) fmt::print(stderr, "[{}] done: {}\n", tag, r.dir);
+  if (!opt.quiet) logging::info("[{}] done: {}\n", tag, r.dir);
   return 0;
 }
 
@@ -324,19 +325,23 @@ int run_training(Config cfg, const TrainOptions& opt) {
     check_run_dir(cfg.get_string("run.dir"), false);
   }
   const std::string dir = cfg.get_string("run.dir");
+  // The console at the config's level now; the rank files once the directory is this process's.
+  const logging::Level level = log_level(cfg);
+  logging::init(opt.place.rank, opt.place.world_size, "", level);
   if (opt.resume && fs::exists(dir + "/summary.json") &&
       Config::from_file(dir + "/config.yaml").get_int("train.steps") == cfg.get_int("train.steps")) {
-    fmt::print(stderr, "{} is finished ({} steps): nothing to resume (--set train.steps=N extends it)\n", dir,
-               cfg.get_int("train.steps"));
+    logging::info("{} is finished ({} steps): nothing to resume (--set train.steps=N extends it)\n", dir,
+                  cfg.get_int("train.steps"));
     return 0;
   }
   set_threads(cfg.get_int("run.threads"));
   std::unique_ptr<Run> run = prepare(std::move(cfg), opt);
   fs::create_directories(dir + "/checkpoints");
   RunLock lock(dir);  // from here on this process alone writes the directory
+  logging::init(opt.place.rank, opt.place.world_size, dir, level);
   for (const std::string& sub : {dir, dir + "/checkpoints"})
     for (const std::string& f : remove_temp_files(sub))
-      fmt::print(stderr, "note: removed '{}' (left by a write that did not finish)\n", f);
+      logging::info("note: removed '{}' (left by a write that did not finish)\n", f);
   if (!opt.resume) {
     create_run_dir(*run);
   } else {

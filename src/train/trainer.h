@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "dist/communicator.h"
 
 namespace attn::train {
 
@@ -16,6 +17,7 @@ struct TrainOptions {
   bool quiet = false;            // no progress line
   int64_t abort_after_step = -1; // testing: SIGKILL ourselves after this step (crash simulation)
   int64_t nan_at_step = -1;      // testing: poison the loss at this step
+  dist::ProcessPlace place;      // this process in the job (the log's rank); default: the only one
 };
 
 // Exit codes: 0 done; 2 configuration error (nothing written); 3 non-finite loss or gradient
