@@ -15,6 +15,8 @@ PACKAGES=(
   libxxhash-dev zlib1g-dev
   # PyTorch parity tests (Debian's CPU PyTorch needs OpenBLAS's pthread build to be fast)
   python3 python3-numpy python3-torch libopenblas0-pthread
+  # the plots of `attnlab report` (scripts/report_plots.py)
+  python3-matplotlib
   # data: the KJV Bible text for the LM, Fashion-MNIST for the ViT
   bible-kjv dataset-fashion-mnist
   # speech: espeak-ng synthesises the corpus; libsndfile reads WAV/FLAC, libsamplerate

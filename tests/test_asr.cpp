@@ -117,6 +117,27 @@ TEST(SpeechBatcher, TrainingBatchesAreAugmentedAndEvaluationOnesAreNot) {
   EXPECT_GT(changed, 0);
 }
 
+// A data-parallel rank's part of a bucket: those utterances, augmented as in the whole bucket.
+TEST(SpeechBatcher, PartOfABucketIsThoseUtterancesOfTheWholeBucket) {
+  auto d = toy_dataset(13, 12);
+  data::SpecAugmentOptions aug;
+  aug.time_masks = 1;
+  aug.time_width = 4;
+  data::SpeechBatcher b(d, 4, 9, aug, true);
+  for (uint64_t pos : {0u, 5u}) {
+    const data::SpeechBatch whole = b.batch_at(pos);
+    const int64_t n = static_cast<int64_t>(whole.utterances.size());
+    const data::SpeechBatch part = b.batch_at(pos, 1, n);
+    ASSERT_EQ(part.utterances, std::vector<int64_t>(whole.utterances.begin() + 1, whole.utterances.end()));
+    // Each utterance's own frames are the same (the padding may be shorter).
+    const int64_t tw = whole.features.size(1), tp = part.features.size(1), F = 12;
+    const std::vector<double> w = whole.features.to_vector(), p = part.features.to_vector();
+    for (int64_t r = 0; r + 1 < n; ++r)
+      for (int64_t t = 0; t < part.frames[r] * F; ++t) ASSERT_EQ(p[r * tp * F + t], w[(r + 1) * tw * F + t]);
+  }
+  EXPECT_THROW(b.batch_at(0, 0, 9), std::out_of_range);
+}
+
 TEST(SpeechVocab, EncodesUpperCasesAndRefusesOtherCharacters) {
   tasks::SpeechVocab v;
   EXPECT_EQ(v.size(), 29);

@@ -353,6 +353,23 @@ TEST(Batcher, RowsAreWindowsOfTheStreamAndYIsShifted) {
   }
 }
 
+// A data-parallel rank's rows: the same windows as those rows of the whole batch.
+TEST(Batcher, NextRowsAreThoseRowsOfTheWholeBatch) {
+  auto tokens = train_tokens();
+  TokenBatcher whole(tokens, 6, 16, 99), part(tokens, 6, 16, 99);
+  for (int step = 0; step < 3; ++step) {
+    TokenBatch w = whole.next(), p = part.next_rows(2, 5);
+    EXPECT_EQ(part.position(), whole.position());
+    ASSERT_EQ(p.x.shape(), (Shape{3, 16}));
+    for (int64_t r = 0; r < 3; ++r) {
+      EXPECT_EQ(row(p.x, r), row(w.x, r + 2));
+      EXPECT_EQ(row(p.y, r), row(w.y, r + 2));
+    }
+  }
+  EXPECT_THROW(part.next_rows(4, 7), std::out_of_range);
+  EXPECT_THROW(part.next_rows(3, 3), std::out_of_range);
+}
+
 TEST(Batcher, SameSeedSameBatchesDifferentSeedDifferent) {
   auto tokens = train_tokens();
   TokenBatcher a(tokens, 4, 32, 7), b(tokens, 4, 32, 7), c(tokens, 4, 32, 8);

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "data/image_data.h"
+#include "ops/ops.h"
 #include "image_data_test_util.h"
 
 using namespace attn;
@@ -84,6 +85,19 @@ TEST(ImageBatcher, BatchesAreNormalisedImagesAndTheirLabels) {
   raw.normalize = false;
   ImageBatch x = ImageBatcher(shared_train(), 4, 7, raw).batch_at(0);
   EXPECT_EQ(x.x.data<float>()[0], splits().train.image(b.sample(0, 0))[0] / 255.0f);
+}
+
+// A data-parallel rank's rows: the images and augmentations of those rows of the whole batch.
+TEST(ImageBatcher, RowsOfABatchAreThoseOfTheWholeBatch) {
+  ImageTransform aug;
+  aug.flip = true, aug.max_shift = 2;
+  ImageBatcher b(shared_train(), 12, 5, aug);
+  for (uint64_t pos : {0u, 7u}) {
+    ImageBatch whole = b.batch_at(pos), part = b.batch_at(pos, 4, 8);
+    ASSERT_EQ(part.x.shape(), (Shape{4, 1, 28, 28}));
+    EXPECT_TRUE(same_batch(part, {slice(whole.x, 0, 4, 8), slice(whole.y, 0, 4, 8)}));
+  }
+  EXPECT_THROW(b.batch_at(0, 8, 13), std::out_of_range);
 }
 
 TEST(ImageBatcher, SameSeedAndPositionBitIdenticalDifferentSeedDifferentOrder) {

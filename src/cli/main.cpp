@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   train->add_option("--abort-after-step", topt.abort_after_step, "Testing: kill the process after this step")
       ->group("");
   train->add_option("--nan-at-step", topt.nan_at_step, "Testing: poison the loss at this step")->group("");
+  train->add_option("--abort-rank", topt.abort_rank, "Testing: only this rank of a job is killed by --abort-after-step")
+      ->group("");
+  train->add_flag("--stall", topt.stall, "Testing: --abort-after-step stops answering instead of dying")->group("");
   train->callback([&] { exit_code = attn::train::run_training(load_config(train_args.path, train_args.sets), topt); });
 
   auto* eval = app.add_subcommand("eval", "Validation metrics of a run's checkpoint, optionally fake-quantised (--quant w8a8)");

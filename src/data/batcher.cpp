@@ -51,10 +51,15 @@ int64_t TokenBatcher::offset(uint64_t position, int64_t row) const {
   return static_cast<int64_t>(bits % static_cast<uint64_t>(num_offsets_));
 }
 
-TokenBatch TokenBatcher::next() {
-  TokenBatch b = empty_batch(batch_, seq_len_);
-  for (int64_t row = 0; row < batch_; ++row)
-    fill_row(*tokens_, offset(position_, row), seq_len_, row, b);
+TokenBatch TokenBatcher::next() { return next_rows(0, batch_); }
+
+TokenBatch TokenBatcher::next_rows(int64_t row_begin, int64_t row_end) {
+  if (row_begin < 0 || row_end > batch_ || row_begin >= row_end)
+    throw std::out_of_range("TokenBatcher: rows [" + std::to_string(row_begin) + ", " +
+                            std::to_string(row_end) + ") of a batch of " + std::to_string(batch_));
+  TokenBatch b = empty_batch(row_end - row_begin, seq_len_);
+  for (int64_t row = row_begin; row < row_end; ++row)
+    fill_row(*tokens_, offset(position_, row), seq_len_, row - row_begin, b);
   ++position_;
   return b;
 }

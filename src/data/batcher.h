@@ -23,6 +23,9 @@ class TokenBatcher {
                uint64_t seed);
 
   TokenBatch next();  // the batch at position(), then advances position() by one
+  // Rows [row_begin, row_end) of the batch at position() (a data-parallel rank's share), then
+  // advances position() by one.
+  TokenBatch next_rows(int64_t row_begin, int64_t row_end);
   uint64_t position() const { return position_; }  // batches served so far
   void set_position(uint64_t position) { position_ = position; }
 

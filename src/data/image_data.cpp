@@ -244,15 +244,20 @@ uint64_t ImageBatcher::epoch(uint64_t position) const {
   return position * static_cast<uint64_t>(batch_) / static_cast<uint64_t>(data_->size());
 }
 
-ImageBatch ImageBatcher::batch_at(uint64_t position) const {
-  ImageBatch b = empty_batch(batch_, *data_);
+ImageBatch ImageBatcher::batch_at(uint64_t position) const { return batch_at(position, 0, batch_); }
+
+ImageBatch ImageBatcher::batch_at(uint64_t position, int64_t row_begin, int64_t row_end) const {
+  if (row_begin < 0 || row_end > batch_ || row_begin >= row_end)
+    throw std::out_of_range("ImageBatcher: rows [" + std::to_string(row_begin) + ", " +
+                            std::to_string(row_end) + ") of a batch of " + std::to_string(batch_));
+  ImageBatch b = empty_batch(row_end - row_begin, *data_);
   float* x = b.x.data<float>();
   int32_t* y = b.y.data<int32_t>();
-  for (int64_t row = 0; row < batch_; ++row) {
-    int64_t i = sample(position, row);
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    int64_t i = sample(position, row), out = row - row_begin;
     render(data_->image(i), data_->rows, data_->cols, augmentation(position, row), lut_,
-           x + row * data_->image_pixels());
-    y[row] = data_->labels[i];
+           x + out * data_->image_pixels());
+    y[out] = data_->labels[i];
   }
   return b;
 }

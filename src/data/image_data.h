@@ -112,6 +112,9 @@ class ImageBatcher {
 
   ImageBatch next();  // the batch at position(), then advances position() by one
   ImageBatch batch_at(uint64_t position) const;
+  // Rows [row_begin, row_end) of the batch at `position` (a data-parallel rank's share): the
+  // same images and augmentations as those rows of batch_at(position).
+  ImageBatch batch_at(uint64_t position, int64_t row_begin, int64_t row_end) const;
   uint64_t position() const { return position_; }  // batches served so far
   void set_position(uint64_t position) { position_ = position; }
 

@@ -68,6 +68,15 @@ SpeechBatch SpeechBatcher::batch_at(uint64_t position) const {
   return make_speech_batch(*data_, buckets_[bucket_at(position)], use_augment_ ? &augment_ : nullptr, seed_, epoch);
 }
 
+SpeechBatch SpeechBatcher::batch_at(uint64_t position, int64_t first, int64_t last) const {
+  const std::vector<int64_t>& bucket = buckets_[bucket_at(position)];
+  if (first < 0 || last > static_cast<int64_t>(bucket.size()) || first >= last)
+    throw std::out_of_range("SpeechBatcher: utterances [" + std::to_string(first) + ", " + std::to_string(last) +
+                            ") of a bucket of " + std::to_string(bucket.size()));
+  const std::vector<int64_t> part(bucket.begin() + first, bucket.begin() + last);
+  return make_speech_batch(*data_, part, use_augment_ ? &augment_ : nullptr, seed_, position / buckets_.size());
+}
+
 SpeechBatch SpeechBatcher::next() { return batch_at(position_++); }
 
 SpeechEvalBatcher::SpeechEvalBatcher(std::shared_ptr<const SpeechDataset> data, int64_t batch)

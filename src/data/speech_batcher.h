@@ -53,6 +53,9 @@ class SpeechBatcher {
                 SpecAugmentOptions augment, bool use_augment);
   SpeechBatch next();  // the batch at position(), then position() + 1
   SpeechBatch batch_at(uint64_t position) const;
+  // Utterances [first, last) of the bucket served at `position` (a data-parallel rank's share),
+  // augmented as in batch_at(position).
+  SpeechBatch batch_at(uint64_t position, int64_t first, int64_t last) const;
   uint64_t position() const { return position_; }
   void set_position(uint64_t p) { position_ = p; }
   int64_t batches_per_epoch() const { return static_cast<int64_t>(buckets_.size()); }

@@ -55,11 +55,18 @@ class AdamW {
   const ParamList& params() const { return params_; }
   const AdamWConfig& config() const { return cfg_; }
 
- private:
+  // Per param (parallel to params()): its own step count and moments, the optimizer's own
+  // tensors (writing into m or v changes the state). For an optimizer sharded across the ranks
+  // of a job (train/zero_optimizer.h), which gathers and scatters it around save() and load().
   struct State {
     int64_t step = 0;
     Tensor m, v;
   };
+  std::vector<State>& state() { return state_; }
+  const std::vector<State>& state() const { return state_; }
+  void set_steps(int64_t n) { steps_ = n; }
+
+ private:
   void update(Param& p, State& s, double lr);
 
   ParamList params_;

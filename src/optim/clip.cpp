@@ -49,23 +49,29 @@ void cuda_scale(const ParamList& params, double coef) {
 
 }  // namespace
 
-double clip_grad_norm(const ParamList& params, double max_norm) {
-  if (std::isnan(max_norm)) throw std::invalid_argument("clip_grad_norm: max_norm is NaN");
+double grad_sum_squares(const ParamList& params) {
   double sum_sq = 0;  // Σ g², in f64 whatever the gradient dtype
   for_each_grad(params, "clip_grad_norm", [&](const auto* g, int64_t n) {
     for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(g[i]) * static_cast<double>(g[i]);
   });
-  sum_sq += cuda_sum_squares(params);
-  const double norm = std::sqrt(sum_sq);
-  if (max_norm <= 0 || !std::isfinite(norm)) return norm;
-  const double coef = max_norm / (norm + 1e-6);
-  if (!(coef < 1)) return norm;
+  return sum_sq + cuda_sum_squares(params);
+}
+
+void scale_grads(const ParamList& params, double coef) {
   for_each_grad(params, "clip_grad_norm", [&](auto* g, int64_t n) {
     using T = std::remove_pointer_t<decltype(g)>;
     const T c = static_cast<T>(coef);
     for (int64_t i = 0; i < n; ++i) g[i] *= c;
   });
   cuda_scale(params, coef);
+}
+
+double clip_grad_norm(const ParamList& params, double max_norm) {
+  if (std::isnan(max_norm)) throw std::invalid_argument("clip_grad_norm: max_norm is NaN");
+  const double norm = std::sqrt(grad_sum_squares(params));
+  if (max_norm <= 0 || !std::isfinite(norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1) scale_grads(params, coef);
   return norm;
 }
 

@@ -14,6 +14,12 @@ namespace attn {
 // non-float gradient (or a CUDA one that is not f32/bf16).
 double clip_grad_norm(const ParamList& params, double max_norm);
 
+// The two halves of clip_grad_norm, for a norm whose gradients are spread over the ranks of a
+// job (ZeRO-1, train/zero_optimizer.h): Σ g² over the params' gradients (f64), and g ← c·g in
+// place for each of them.
+double grad_sum_squares(const ParamList& params);
+void scale_grads(const ParamList& params, double coef);
+
 // True when every element of every gradient is finite (no NaN, no ±inf).
 bool grads_finite(const ParamList& params);
 

@@ -6,6 +6,7 @@
 // the evaluation cadence, checkpoints and resume, and knows no task by name.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -21,6 +22,19 @@ namespace attn::tasks {
 // the run's summary "unit"), its format ("{:.4f}").
 struct Column {
   std::string key, header, format;
+};
+
+// Adds numbers up over the processes of a data-parallel job, in place on every rank (the
+// identity in a single process): what a sharded evaluation sums (losses × counts, counts, edits).
+using SumAcrossRanks = std::function<void(std::vector<double>&)>;
+
+// Which share of the work this process does in a data-parallel job of `world` processes.
+struct Shard {
+  int rank = 0, world = 1;
+  SumAcrossRanks sum = [](std::vector<double>&) {};
+  // Rows [begin, end) of n that are this rank's: the r-th of world near-equal contiguous parts
+  // (floor(r·n/W) to floor((r+1)·n/W)); empty when n < world for some ranks.
+  std::pair<int64_t, int64_t> rows(int64_t n) const { return {rank * n / world, (rank + 1) * n / world}; }
 };
 
 class Task {
@@ -44,7 +58,15 @@ class Task {
   virtual Tensor next_train_loss() = 0;
   virtual uint64_t position() const = 0;
   virtual void set_position(uint64_t p) = 0;
-  // What a micro-batch holds, for throughput: {count, "tokens" | "images"}.
+  // Data parallelism (train/data_parallel.h): from now on next_train_loss() computes the loss
+  // of this rank's share of every global micro-batch (train.batch_size rows, the same stream
+  // for any world size), weighted so that the MEAN over the ranks of their losses, and so of
+  // their gradients, is the global micro-batch's loss; evaluate() and final_metrics() score
+  // this rank's share of each evaluation batch and sum the counts with shard.sum, so every rank
+  // returns the metrics of the whole set. Called after prepare(), before the first batch; until
+  // then a task is the whole job (rank 0 of 1).
+  virtual void set_shard(Shard shard) = 0;
+  // What a (global) micro-batch holds, for throughput: {count, "tokens" | "images"}.
   virtual std::pair<int64_t, std::string> items_per_micro_batch() const = 0;
 
   // Validation metrics, the model in eval mode under no grad (the trainer sets both): at least

@@ -16,10 +16,13 @@ bool contains(const std::vector<std::string>& v, const std::string& k) {
 const std::vector<std::string>& keys_changeable_on(Reopen mode) {
   // run.dir and run.name locate the run (run.dir auto is resolved from the name); data.cache_dir is
   // where the prepared corpus lives, not what it is. run.precision changes the numerics of
-  // training (a run half in f32, half in bf16 is neither), so only an eval may change it.
+  // training (a run half in f32, half in bf16 is neither), so only an eval may change it. The
+  // dist.* keys say how a job shares the work (a checkpoint holds the whole state, whatever the
+  // world size or ZeRO), not what is computed.
   static const std::vector<std::string> resume = {
-      "run.dir",   "run.name",   "run.threads",      "run.device",     "data.cache_dir",
-      "log.every", "log.level", "eval.every", "checkpoint.every", "checkpoint.keep"};
+      "run.dir",        "run.name",  "run.threads",   "run.device",       "data.cache_dir",
+      "log.every",      "log.level", "eval.every",    "checkpoint.every", "checkpoint.keep",
+      "dist.bucket_mb", "dist.zero", "dist.timeout_s"};
   static const std::vector<std::string> eval = [] {
     std::vector<std::string> e = resume;
     e.insert(e.end(), {"run.precision", "eval.batches"});

@@ -47,6 +47,9 @@ std::vector<KeySpec> trainer_tail() {
       int_key("stats.attention_rows", "16", "Query rows per attention layer the attention statistics recompute (evenly spaced, the last included).", 1, kMaxLength),
       int_key("checkpoint.every", "500", "Steps between checkpoints (and at the end).", 1, kMaxCount),
       int_key("checkpoint.keep", "2", "Checkpoints kept.", 1, 1000000),
+      float_key("dist.bucket_mb", "25", "Data parallelism (a job started by mpirun or srun): gradients are averaged across the ranks in buckets of about this many MiB, each as soon as its gradients are complete, overlapping the rest of the backward.", 0, 1e6, true),
+      int_key("dist.zero", "0", "1: ZeRO stage 1, AdamW's state sharded across the ranks (gradients reduce-scattered, each rank updates its shard, parameters all-gathered); 0: every rank holds the whole state. No effect in a single process.", 0, 1),
+      float_key("dist.timeout_s", "300", "A collective that has not finished after this many seconds (a rank died or stalled) aborts the whole job, naming the rank that noticed.", 0, 1e7, true),
   };
 }
 

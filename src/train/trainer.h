@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "config/config.h"
-#include "dist/communicator.h"
 
 namespace attn::train {
 
@@ -16,10 +15,13 @@ struct TrainOptions {
   bool resume = false;           // continue the run in run.dir from its latest good checkpoint
   bool quiet = false;            // no progress line
   int64_t abort_after_step = -1; // testing: SIGKILL ourselves after this step (crash simulation)
+  int abort_rank = -1;           // testing, in a job: only this rank dies (-1: every rank)
+  bool stall = false;            // testing: at abort_after_step, stop answering instead of dying
   int64_t nan_at_step = -1;      // testing: poison the loss at this step
-  dist::ProcessPlace place;      // this process in the job (the log's rank); default: the only one
 };
 
+// In a data-parallel job (started by mpirun or srun; train/data_parallel.h) every rank runs
+// this; rank 0 alone writes the run directory, but for each rank's own logs/rank-N.log.
 // Exit codes: 0 done; 2 configuration error (nothing written); 3 non-finite loss or gradient
 // (the last good checkpoint is kept); 128 + signal after SIGINT/SIGTERM (a checkpoint of the last
 // step written); 1 anything else (a failed write, an unusable checkpoint: the message names the file).

@@ -157,6 +157,7 @@ enum cudaError_t {
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
   cudaErrorNoDevice = 100,
+  cudaErrorNotReady = 600,
 };
 using cudaError = cudaError_t;
 struct EmuStream;
@@ -200,6 +201,10 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int d);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamQuery(cudaStream_t s);  // always done: streams are synchronous
+// "emu-<pid>:<device>": each process's emulated device is a device of its own (one for all
+// processes with ATTNLAB_EMU_SHARED_GPU=1).
+cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int device);
 cudaError_t cudaMalloc(void** p, size_t bytes);
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t s);
 cudaError_t cudaFree(void* p);

@@ -8,6 +8,8 @@
 #include <new>
 #include <string>
 
+#include <unistd.h>
+
 #include "backend/cuda_emu/emu.h"
 #include "backend/cuda_emu/state.h"
 
@@ -112,6 +114,8 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice:
       return "invalid device ordinal";
+    case cudaErrorNotReady:
+      return "device not ready";
   }
   return "unknown error";
 }
@@ -170,6 +174,18 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d) {
 
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int d) {
+  if (d != 0) return error(cudaErrorInvalidDevice);
+  if (!id || len <= 0) return error(cudaErrorInvalidValue);
+  // ATTNLAB_EMU_SHARED_GPU=1: every process's device is the same one (tests of the refusal of
+  // two ranks on one GPU).
+  const char* shared = std::getenv("ATTNLAB_EMU_SHARED_GPU");
+  const long owner = shared && shared[0] == '1' ? 0L : static_cast<long>(::getpid());
+  std::snprintf(id, static_cast<size_t>(len), "emu-%ld:%d", owner, d);
+  return cudaSuccess;
+}
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   auto* block = static_cast<unsigned char*>(

@@ -287,8 +287,20 @@ std::vector<std::pair<std::string, std::string>> AsrTask::artifacts() const {
 }
 
 Tensor AsrTask::next_train_loss() {
-  data::SpeechBatch b = batcher_->next();
-  return model_->loss(b.features.to(device_), b.frames, b.targets, b.target_lengths);
+  if (shard_.world == 1) {
+    data::SpeechBatch b = batcher_->next();
+    return model_->loss(b.features.to(device_), b.frames, b.targets, b.target_lengths);
+  }
+  const uint64_t pos = batcher_->position();
+  batcher_->set_position(pos + 1);
+  const auto n = static_cast<int64_t>(batcher_->buckets()[batcher_->bucket_at(pos)].size());
+  const auto [first, last] = shard_.rows(n);
+  // A rank without utterances in this bucket still runs a backward (its gradient, all zeros,
+  // joins the all-reduce like any other): the loss of the bucket's first utterance times 0.
+  const bool empty = first == last;
+  data::SpeechBatch b = batcher_->batch_at(pos, empty ? 0 : first, empty ? 1 : last);
+  const Tensor loss = model_->loss(b.features.to(device_), b.frames, b.targets, b.target_lengths);
+  return mul(loss, empty ? 0.0 : static_cast<double>((last - first) * shard_.world) / static_cast<double>(n));
 }
 
 AsrTask::Scores AsrTask::score(const data::SpeechEvalBatcher& batches, int64_t max_batches) {
@@ -297,6 +309,11 @@ AsrTask::Scores AsrTask::score(const data::SpeechEvalBatcher& batches, int64_t m
   metrics::ErrorCounts chars, words;
   for (int64_t i = 0; i < n; ++i) {
     data::SpeechBatch b = batches.batch_at(i);
+    if (shard_.world > 1) {
+      const auto [first, last] = shard_.rows(static_cast<int64_t>(b.utterances.size()));
+      if (first == last) continue;
+      b = data::make_speech_batch(batches.data(), {b.utterances.begin() + first, b.utterances.begin() + last});
+    }
     models::AsrOutput o = model_->forward(b.features.to(device_), b.frames);
     const double B = static_cast<double>(b.frames.size());
     loss_sum += ctc_loss(o.log_probs, b.targets, b.target_lengths, o.lengths, 0, CtcReduction::Mean, true).item() * B;
@@ -308,7 +325,13 @@ AsrTask::Scores AsrTask::score(const data::SpeechEvalBatcher& batches, int64_t m
       words += metrics::word_errors(hyp, ref);
     }
   }
-  return {loss_sum / count, chars.rate(), words.rate()};
+  std::vector<double> sums{loss_sum, count, static_cast<double>(chars.edits), static_cast<double>(chars.reference_length),
+                           static_cast<double>(words.edits), static_cast<double>(words.reference_length)};
+  shard_.sum(sums);
+  const auto counts = [&](size_t i) {
+    return metrics::ErrorCounts{static_cast<int64_t>(sums[i]), static_cast<int64_t>(sums[i + 1])};
+  };
+  return {sums[0] / sums[1], counts(2).rate(), counts(4).rate()};
 }
 
 nlohmann::json AsrTask::evaluate() {

@@ -47,6 +47,10 @@ class AsrTask : public Task {
   void set_position(uint64_t p) override { batcher_->set_position(p); }
   // Input frames (10 ms each) of the mean training batch: frames/s is then exact over epochs.
   std::pair<int64_t, std::string> items_per_micro_batch() const override { return {frames_per_batch_, "frames"}; }
+  // Each bucket's utterances in near-equal contiguous parts (a bucket of n gives rank r
+  // [r·n/W, (r+1)·n/W), empty for some ranks when n < W); the loss of a part of n_r is weighted
+  // by n_r·W/n, so the mean over the ranks is the bucket's mean over utterances.
+  void set_shard(Shard shard) override { shard_ = std::move(shard); }
 
   nlohmann::json evaluate() override;  // val_loss, val_cer, val_wer
   std::string describe(const nlohmann::json& metrics) const override;
@@ -58,7 +62,8 @@ class AsrTask : public Task {
     double loss = 0, cer = 0, wer = 0;
   };
   // Loss (mean over utterances of CTC / target length), corpus CER and WER of greedy decoding,
-  // over the first `max_batches` batches (0: all).
+  // over the first `max_batches` batches (0: all); this rank's utterances of each, summed over
+  // the ranks.
   Scores score(const data::SpeechEvalBatcher& b, int64_t max_batches);
 
  private:
@@ -69,6 +74,7 @@ class AsrTask : public Task {
   nlohmann::json corpus_info_;  // per split: source, utterances, hours, fingerprint (corpus.json)
   Device device_ = Device::cpu();
   int64_t val_batches_ = 0, test_batches_ = 0, frames_per_batch_ = 0;
+  Shard shard_;
 };
 
 }  // namespace attn::tasks

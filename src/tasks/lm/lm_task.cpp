@@ -9,6 +9,7 @@
 
 #include "data/kjv.h"
 #include "data/token_shard.h"
+#include "ops/ops.h"
 #include "tasks/device.h"
 #include "tasks/transformer_keys.h"
 
@@ -169,18 +170,32 @@ std::vector<std::pair<std::string, std::string>> LmTask::artifacts() const {
   return {{"tokenizer.json", data_.tokenizer->to_json().dump() + "\n"}};
 }
 
+// (The trainer refuses a batch the ranks cannot share equally.)
+void LmTask::set_shard(Shard shard) { shard_ = std::move(shard); }
+
+// Every row has seq_len tokens, so the mean over a rank's rows, averaged over the ranks, is the
+// global batch's mean.
 Tensor LmTask::next_train_loss() {
-  data::TokenBatch b = batcher_->next();
+  const auto [begin, end] = shard_.rows(batch_);
+  data::TokenBatch b = batcher_->next_rows(begin, end);
   if (!device_.is_cpu()) b = {b.x.to(device_), b.y.to(device_)};
   return model_->loss(b.x, b.y);
 }
 
 std::pair<int64_t, std::string> LmTask::items_per_micro_batch() const { return {batch_ * seq_len_, "tokens"}; }
 
+// The mean over the batches of each batch's mean: with shards, Σ_ranks rows·mean / B per batch.
 nlohmann::json LmTask::evaluate() {
-  double total = 0;
-  for (const auto& b : val_batches_) total += model_->loss(b.x, b.y).item();
-  double v = val_batches_.empty() ? NAN : total / static_cast<double>(val_batches_.size());
+  const auto [begin, end] = shard_.rows(batch_);
+  std::vector<double> total{0};
+  for (const auto& b : val_batches_) {
+    if (shard_.world == 1) total[0] += model_->loss(b.x, b.y).item();
+    else
+      total[0] += model_->loss(slice(b.x, 0, begin, end), slice(b.y, 0, begin, end)).item() *
+                  static_cast<double>(end - begin) / static_cast<double>(batch_);
+  }
+  shard_.sum(total);
+  double v = val_batches_.empty() ? NAN : total[0] / static_cast<double>(val_batches_.size());
   return {{"val_loss", v}, {"val_bpc", v / std::log(2.0)}, {"unit", data_.unit}};
 }
 

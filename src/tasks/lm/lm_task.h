@@ -40,6 +40,8 @@ class LmTask : public Task {
   uint64_t position() const override { return batcher_->position(); }
   void set_position(uint64_t p) override { batcher_->set_position(p); }
   std::pair<int64_t, std::string> items_per_micro_batch() const override;
+  // Rows [r·B/W, (r+1)·B/W) of every training and validation batch (B divisible by W).
+  void set_shard(Shard shard) override;
 
   nlohmann::json evaluate() override;
   std::string describe(const nlohmann::json& metrics) const override;
@@ -55,6 +57,7 @@ class LmTask : public Task {
   std::vector<data::TokenBatch> val_batches_;  // on the device
   Device device_ = Device::cpu();
   int64_t batch_ = 0, seq_len_ = 0;
+  Shard shard_;
 };
 
 }  // namespace attn::tasks

@@ -90,8 +90,14 @@ void VitTask::prepare(const Config& c, const std::string&, Device device) {
   device_ = device;
 }
 
+// (The trainer refuses a batch the ranks cannot share equally.)
+void VitTask::set_shard(Shard shard) { shard_ = std::move(shard); }
+
+// Equal rows per rank: the mean over the ranks of their means is the batch's mean.
 Tensor VitTask::next_train_loss() {
-  data::ImageBatch b = batcher_->next();
+  const auto [begin, end] = shard_.rows(batch_);
+  data::ImageBatch b = batcher_->batch_at(batcher_->position(), begin, end);
+  batcher_->set_position(batcher_->position() + 1);
   return model_->loss(b.x.to(device_), b.y.to(device_));
 }
 
@@ -100,6 +106,11 @@ std::pair<double, double> VitTask::loss_and_accuracy(const data::ImageEvalBatche
   double loss_sum = 0, correct = 0, count = 0;
   for (int64_t i = 0; i < n; ++i) {
     data::ImageBatch b = batches.batch_at(i);
+    if (shard_.world > 1) {
+      const auto [begin, end] = shard_.rows(b.y.size(0));
+      if (begin == end) continue;
+      b = {slice(b.x, 0, begin, end), slice(b.y, 0, begin, end)};
+    }
     Tensor logits = model_->forward(b.x.to(device_));
     if (logits.dtype() == DType::BF16) logits = cast(logits, DType::F32);
     const int64_t B = logits.size(0), K = logits.size(1);
@@ -113,7 +124,9 @@ std::pair<double, double> VitTask::loss_and_accuracy(const data::ImageEvalBatche
     }
     count += static_cast<double>(B);
   }
-  return {loss_sum / count, correct / count};
+  std::vector<double> sums{loss_sum, correct, count};
+  shard_.sum(sums);
+  return {sums[0] / sums[2], sums[1] / sums[2]};
 }
 
 nlohmann::json VitTask::evaluate() {

@@ -28,6 +28,9 @@ class VitTask : public Task {
   uint64_t position() const override { return batcher_->position(); }
   void set_position(uint64_t p) override { batcher_->set_position(p); }
   std::pair<int64_t, std::string> items_per_micro_batch() const override { return {batch_, "images"}; }
+  // Rows [r·B/W, (r+1)·B/W) of every training batch (B divisible by W) and of every evaluation
+  // batch (the last one may be smaller: near-equal parts).
+  void set_shard(Shard shard) override;
 
   nlohmann::json evaluate() override;  // on the validation split
   std::string describe(const nlohmann::json& metrics) const override;
@@ -37,7 +40,7 @@ class VitTask : public Task {
 
  private:
   // Mean cross-entropy (no smoothing) and top-1 accuracy over the first `max_batches` batches
-  // (0: all), each batch weighted by its size.
+  // (0: all), each batch weighted by its size; this rank's rows of each, summed over the ranks.
   std::pair<double, double> loss_and_accuracy(const data::ImageEvalBatcher& b, int64_t max_batches);
 
   std::unique_ptr<models::VisionTransformer> model_;
@@ -45,6 +48,7 @@ class VitTask : public Task {
   std::unique_ptr<data::ImageEvalBatcher> val_, test_;
   Device device_ = Device::cpu();
   int64_t batch_ = 0, val_batches_ = 0, test_batches_ = 0;
+  Shard shard_;
 };
 
 }  // namespace attn::tasks
