@@ -16,11 +16,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -109,14 +111,53 @@ std::string fmt_step(int64_t step) {
   return name;
 }
 
-// Only what rank 0 writes is there: no second log, no stray temporary file.
-void expect_only_run_files(const std::string& dir) {
+// Only what rank 0 writes is there, and each rank's own log file: no second metrics log, no
+// stray temporary file.
+void expect_only_run_files(const std::string& dir, int world_size) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string n = e.path().filename().string();
     EXPECT_TRUE(n == "config.yaml" || n == "tokenizer.json" || n == "corpus.json" ||
-                n == "metrics.jsonl" || n == "summary.json" || n == "checkpoints" || n == ".lock")
+                n == "metrics.jsonl" || n == "summary.json" || n == "checkpoints" || n == "logs" ||
+                n == ".lock")
         << "unexpected " << n << " in " << dir;
   }
+  std::vector<std::string> logs, want;
+  for (const auto& e : fs::directory_iterator(dir + "/logs"))
+    logs.push_back(e.path().filename().string());
+  std::sort(logs.begin(), logs.end());
+  for (int r = 0; r < world_size; ++r) want.push_back("rank-" + std::to_string(r) + ".log");
+  EXPECT_EQ(logs, want) << dir;
+}
+
+// The lines of a rank's log file, each checked for the prefix "[UTC time] [level] [rank R] ",
+// with that prefix cut.
+std::vector<std::string> rank_log(const std::string& dir, int rank) {
+  const std::regex prefix(
+      R"(^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] \[(trace|debug|info|warn|error)\] \[rank )" +
+      std::to_string(rank) + R"(\] )");
+  std::vector<std::string> lines;
+  std::ifstream in(dir + "/logs/rank-" + std::to_string(rank) + ".log");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(line, m, prefix)) << "rank " << rank << ": " << line;
+    lines.push_back(m.empty() ? line : line.substr(m.length(0)));
+  }
+  return lines;
+}
+
+size_t count_starting(const std::vector<std::string>& lines, const std::string& start) {
+  return static_cast<size_t>(std::count_if(
+      lines.begin(), lines.end(), [&](const std::string& l) { return l.rfind(start, 0) == 0; }));
+}
+
+// "step 4/4 loss 5.1234" out of a progress line "[softmax] step 4/4 loss 5.1234 lr ... | ETA ...":
+// what the ranks agree on (their rates and ETAs are their own).
+std::vector<std::string> progress(const std::vector<std::string>& lines) {
+  std::vector<std::string> out;
+  for (const std::string& l : lines)
+    if (l.rfind("[softmax] step ", 0) == 0 && l.find(" loss ") != std::string::npos)
+      out.push_back(l.substr(0, l.find(" lr ")));
+  return out;
 }
 
 }  // namespace
@@ -130,7 +171,7 @@ TEST(DistLm, TwoAndThreeRanksMatchOneProcess) {
   for (const std::string& d : {two, three}) {
     expect_same_run(d, one, {"loss", "grad_norm", "val_loss"});
     EXPECT_EQ(column(d, "loss").size(), 6u);  // one row per step: rank 0 alone logs
-    expect_only_run_files(d);
+    expect_only_run_files(d, d == two ? 2 : 3);
     for (auto& row : metrics(d))
       if (row.contains("loss")) {
         EXPECT_GE(row["comm_s"].get<double>(), 0);
@@ -246,7 +287,8 @@ TEST(DistLm, ASetupFailureOfRankZeroStopsEveryRank) {
   Result r = run_np(2, lm(d, 2));
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "already holds a run")) << r.err;
-  EXPECT_TRUE(contains(r.err, "rank 1: stopping: another rank of the job failed to set up")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1: stopping: another rank of the job failed to set up"))
+      << r.err;
   EXPECT_EQ(untimed_rows(d), rows);  // untouched
 }
 
@@ -273,6 +315,69 @@ TEST(DistLm, ARankThatStallsTimesOutNamingTheRankThatNoticed) {
   EXPECT_TRUE(contains(r.err, "did not finish within dist.timeout_s = 3 s")) << r.err;
 }
 
+// Each rank logs to its own logs/rank-N.log (util/log.h): who opened it, its progress and
+// evaluation lines (the same losses as rank 0's), and on resume a second opening and the
+// checkpoint it resumed from; the console has rank 0's lines alone, exactly once each.
+TEST(DistLm, EveryRankLogsToItsOwnFile) {
+  const std::string d = scratch("lm-logs");
+  std::string args = lm(d, 4);
+  args.replace(args.find("train -q "), 9, "train ");
+  Result r = run_np(2, args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_only_run_files(d, 2);
+  std::vector<std::vector<std::string>> logs;
+  for (int rank : {0, 1}) {
+    logs.push_back(rank_log(d, rank));
+    const std::vector<std::string>& l = logs.back();
+    ASSERT_FALSE(l.empty()) << "rank " << rank;
+    EXPECT_TRUE(std::regex_match(l[0], std::regex("log opened by pid \\d+: rank " +
+                                                  std::to_string(rank) + " of 2, level info")))
+        << l[0];
+    EXPECT_EQ(count_starting(l, "log opened by pid "), 1u);
+    EXPECT_EQ(count_starting(l, "[softmax] step 4/4 loss "), 1u) << "rank " << rank;
+    EXPECT_EQ(count_starting(l, "[softmax] step 3 val_loss "), 1u) << "rank " << rank;
+    EXPECT_EQ(count_starting(l, "[softmax] done: " + d), 1u) << "rank " << rank;
+    EXPECT_EQ(progress(l).size(), 4u) << "rank " << rank;  // log.every = 1
+  }
+  EXPECT_EQ(progress(logs[1]), progress(logs[0]));
+  // The console: one process's lines (rank 0's), none of rank 1's.
+  const auto occurrences = [&](const std::string& part) {
+    size_t n = 0;
+    for (size_t at = r.err.find(part); at != std::string::npos; at = r.err.find(part, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(occurrences("[softmax] step 4/4 loss "), 1u) << r.err;
+  EXPECT_EQ(occurrences("[softmax] done: " + d + "\n"), 1u) << r.err;
+  EXPECT_EQ(occurrences("[rank "), 0u) << r.err;
+
+  // A resume appends to the same files.
+  std::string more = "train --set run.dir=" + d + " --set train.steps=6 --resume";
+  r = run_np(2, more);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (int rank : {0, 1}) {
+    const std::vector<std::string> l = rank_log(d, rank);
+    EXPECT_EQ(count_starting(l, "log opened by pid "), 2u) << "rank " << rank;
+    EXPECT_EQ(count_starting(l, "resuming " + d + " from "), 1u) << "rank " << rank;
+    EXPECT_EQ(count_starting(l, "[softmax] step 6/6 loss "), 1u) << "rank " << rank;
+  }
+  expect_only_run_files(d, 2);
+}
+
+// Rank 0 opens its log file as soon as it holds the lock, before config.yaml is written: a start
+// that died in between leaves logs/ alone, which must not make the directory look foreign.
+TEST(DistLm, LogsLeftByAStartThatDiedDoNotBlockANewOne) {
+  const std::string d = scratch("lm-logs-left");
+  fs::create_directories(d + "/logs");
+  const std::string left =
+      "[2026-01-01T00:00:00.000Z] [info] [rank 0] log opened by pid 1: rank 0 of 2, level info\n";
+  std::ofstream(d + "/logs/rank-0.log") << left;
+  Result r = run_np(2, lm(d, 2));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(slurp(d + "/logs/rank-0.log").rfind(left, 0), 0u) << "appended to, not replaced";
+  EXPECT_EQ(count_starting(rank_log(d, 0), "log opened by pid "), 2u);
+  EXPECT_EQ(count_starting(rank_log(d, 1), "log opened by pid "), 1u);
+}
+
 TEST(DistVit, TwoAndThreeRanksMatchOneProcess) {
   const std::string one = scratch("vit-w1"), two = scratch("vit-w2"), three = scratch("vit-w3");
   ASSERT_EQ(run_np(1, vit(one, 6)).code, 0);
@@ -286,7 +391,7 @@ TEST(DistVit, TwoAndThreeRanksMatchOneProcess) {
          s1 = nlohmann::json::parse(slurp(one + "/summary.json"));
     EXPECT_TRUE(close({s["test_loss"].get<double>(), s["test_acc"].get<double>()},
                       {s1["test_loss"].get<double>(), s1["test_acc"].get<double>()}, kLossTol));
-    expect_only_run_files(d);
+    expect_only_run_files(d, d == two ? 2 : 3);
   }
 }
 
@@ -339,7 +444,7 @@ TEST(DistAsr, UnevenBucketsAreWeightedAsOneProcess) {
          sn = nlohmann::json::parse(slurp(many + "/summary.json"));
     for (const char* k : {"test_loss", "test_cer", "test_wer"})
       EXPECT_TRUE(close({sn[k].get<double>()}, {s1[k].get<double>()}, kLossTol)) << k;
-    expect_only_run_files(many);
+    expect_only_run_files(many, np);
   }
 }
 

@@ -18,6 +18,7 @@
 #include "train/compare.h"
 #include "config/config.h"
 #include "train/trainer.h"
+#include "util/log.h"
 
 namespace {
 
@@ -40,6 +41,17 @@ struct ConfigArgs {
   }
 };
 
+// The error that ends the process, on every sink of the log that still works (a rank's file
+// too). Should one fail (its file's disk is full), the console has had the text: the failure is
+// added there directly, as nothing else is left to report it to.
+void last_words(const std::string& text) {
+  try {
+    attn::logging::write(attn::logging::Level::Error, text);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "attnlab: error: %s\n", e.what());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,7 +65,7 @@ int main(int argc, char** argv) {
   attn::train::TrainOptions topt;
   train->add_flag("--resume", topt.resume,
                   "Continue the run in run.dir from its latest good checkpoint, exactly as saved (--set may change "
-                  "only threads, device, log/eval/checkpoint cadence, or extend train.steps)");
+                  "only threads, device, log level, log/eval/checkpoint cadence, or extend train.steps)");
   train->add_flag("-q,--quiet", topt.quiet, "No progress line");
   train->add_option("--abort-after-step", topt.abort_after_step, "Testing: kill the process after this step")
       ->group("");
@@ -198,14 +210,19 @@ int main(int argc, char** argv) {
   });
 
   try {
+    // The console at ATTNLAB_LOG_LEVEL (a bad value is a usage error); train sets the rest.
+    attn::logging::init(0, 1, "", attn::logging::Level::Info);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   } catch (const attn::config::ConfigError& e) {
-    fmt::print(stderr, "attnlab: {}\n", e.what());
+    last_words(fmt::format("attnlab: {}\n", e.what()));
+    return 2;
+  } catch (const attn::logging::LevelError& e) {
+    last_words(fmt::format("attnlab: {}\n", e.what()));
     return 2;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "attnlab: error: {}\n", e.what());
+    last_words(fmt::format("attnlab: error: {}\n", e.what()));
     return 1;
   }
   return exit_code;

@@ -8,6 +8,7 @@
 #include "ops/attention_internal.h"
 #include "ops/op_util.h"
 #include "ops/ops.h"
+#include "util/log.h"
 
 namespace attn {
 
@@ -115,8 +116,8 @@ AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
     if (!cuda::flash_attention_supports_head_dim(d.D)) {
       static std::once_flag told;
       std::call_once(told, [&] {
-        std::fprintf(stderr, "note: attention with head dim %lld has no flash kernel (64 or 128); using the "
-                     "composed op, which materialises the N x M scores\n", static_cast<long long>(d.D));
+        logging::info("note: attention with head dim {} has no flash kernel (64 or 128); using the "
+                      "composed op, which materialises the N x M scores\n", d.D);
       });
       return {attention_composed(q, k, v, spec), Tensor()};
     }

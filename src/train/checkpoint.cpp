@@ -12,6 +12,7 @@
 
 #include "tensor/serialize.h"
 #include "train/run_files.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 
@@ -153,8 +154,8 @@ TrainState load_checkpoint(const std::string& path, nn::Module& model, AdamW* op
   std::string_view payload;
   if (is_format1(file)) {
     payload = std::string_view(file).substr(8 + sizeof kFormat1Magic - 1);
-    fmt::print(stderr, "note: checkpoint '{}' is format 1 (no checksum): loaded unverified\n",
-               path);
+    logging::info("note: checkpoint '{}' is format 1 (no checksum): loaded unverified\n",
+                  path);
   } else if (std::string why = check_format2(file, payload); !why.empty()) {
     refuse(path, why);
   }

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "tasks/registry.h"
 #include "train/run_files.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 
@@ -83,12 +84,12 @@ std::vector<RunRecord> load_runs(const std::vector<std::string>& dirs) {
   std::vector<fs::path> seen;
   for (const std::string& d : dirs) {
     if (!fs::exists(d + "/summary.json")) {
-      fmt::print(stderr, "compare: skipping '{}' (no summary.json: not a finished run)\n", d);
+      logging::warn("compare: skipping '{}' (no summary.json: not a finished run)\n", d);
       continue;
     }
     const fs::path canonical = fs::canonical(d);
     if (std::find(seen.begin(), seen.end(), canonical) != seen.end()) {
-      fmt::print(stderr, "compare: '{}' is given twice: counted once\n", d);
+      logging::warn("compare: '{}' is given twice: counted once\n", d);
       continue;
     }
     seen.push_back(canonical);

@@ -14,8 +14,8 @@
 
 namespace attn::train {
 
-std::unique_ptr<dist::Communicator> open_job(const config::Config& c, Device device) {
-  const dist::ProcessPlace place = dist::detect_process_place();
+std::unique_ptr<dist::Communicator> open_job(const config::Config& c,
+                                             const dist::ProcessPlace& place, Device device) {
   if (place.world_size == 1) return std::make_unique<dist::LocalCommunicator>();
   dist::CommOptions o;
   o.device = device;

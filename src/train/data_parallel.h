@@ -13,10 +13,12 @@
 
 namespace attn::train {
 
-// This process's place (dist/launch_env.h) and its communicator: the LocalCommunicator for a
+// The communicator of this process at `place` (dist::detect_process_place(), which the trainer
+// reads once: its log needs the rank before the job is opened): the LocalCommunicator for a
 // single process, else the backend for `device` behind a dist.timeout_s deadline
 // (job_communicator.h).
-std::unique_ptr<dist::Communicator> open_job(const config::Config& c, Device device);
+std::unique_ptr<dist::Communicator> open_job(const config::Config& c,
+                                             const dist::ProcessPlace& place, Device device);
 
 // Every rank's parameters become rank 0's; then check_parameters_equal.
 void broadcast_parameters(dist::Communicator& comm, const ParamList& params);

@@ -13,6 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 
@@ -39,12 +40,12 @@ nlohmann::json quantised_eval(tasks::Task& task, const QuantEval& q, const nlohm
   nlohmann::json weights = metrics::quantize_weights(model.parameters(), scheme, keep);
   metrics::ActivationFakeQuant acts(scheme.act_bits, keep);
   model.set_quantizer(&acts);
-  fmt::print(stderr, "calibrating {} activation ranges on {} training batches ...\n", scheme.name(), q.calibration_batches);
+  logging::info("calibrating {} activation ranges on {} training batches ...\n", scheme.name(), q.calibration_batches);
   for (int64_t b = 0; b < q.calibration_batches; ++b) task.next_train_loss();
   acts.set_mode(metrics::ActivationFakeQuant::Mode::Quantize);
   nlohmann::json after = task.evaluate();
   model.set_quantizer(nullptr);
-  fmt::print(stderr, "full precision: {}\n{}: {}\n", task.describe(fp), scheme.name(), task.describe(after));
+  logging::info("full precision: {}\n{}: {}\n", task.describe(fp), scheme.name(), task.describe(after));
   return {{"scheme", scheme.name()}, {"calibration_batches", q.calibration_batches}, {"full_precision", fp},
           {"quantised", after}, {"weight_rel_error", weights}, {"activations", acts.report()},
           {"full_precision_modules", keep}};
@@ -61,11 +62,12 @@ int run_eval(const std::string& run_dir, const std::string& checkpoint, const Co
     }
   }
   Config cfg = reopen(requested, Reopen::Eval, run_dir);
+  logging::init(0, 1, "", log_level(cfg));
   set_threads(cfg.get_int("run.threads"));
   std::string ckpt = checkpoint;
   if (ckpt.empty()) {
     VerifiedCheckpoint v = latest_verified_checkpoint(run_dir + "/checkpoints");
-    for (const auto& [file, why] : v.rejected) fmt::print(stderr, "note: skipping checkpoint '{}': {}\n", file, why);
+    for (const auto& [file, why] : v.rejected) logging::info("note: skipping checkpoint '{}': {}\n", file, why);
     if (v.path.empty()) throw ConfigError("eval: no usable checkpoint in '" + run_dir + "/checkpoints'");
     ckpt = v.path;
   }
@@ -83,7 +85,7 @@ int run_eval(const std::string& run_dir, const std::string& checkpoint, const Co
   out["stats"] = stats.report();
   out["stats"]["weights"] = metrics::weight_kurtosis(task->model().parameters());
   if (out["stats"]["summary"].contains("max_kurtosis"))
-    fmt::print(stderr, "statistics:{}\n", describe_stats_summary(out["stats"]["summary"]));
+    logging::info("statistics:{}\n", describe_stats_summary(out["stats"]["summary"]));
   if (!quant.scheme.empty()) {
     nlohmann::json fp = out;
     fp.erase("stats");

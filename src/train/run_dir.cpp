@@ -31,10 +31,12 @@ bool is_within(const fs::path& inner, const fs::path& outer) {
   return o == outer.end();
 }
 
-// What a run writes into its directory (write_atomic's *.tmp.PID included).
+// What a run writes into its directory (write_atomic's *.tmp.PID included; logs/, a job's
+// rank files, opened as soon as the directory is locked, before config.yaml is written).
 bool is_run_file(const std::string& name) {
   static const std::set<std::string> own = {"config.yaml",  "tokenizer.json", "metrics.jsonl",
-                                            "summary.json", "checkpoints",    ".lock"};
+                                            "summary.json", "checkpoints",    "logs",
+                                            ".lock"};
   return own.count(name) || name.find(".tmp.") != std::string::npos;
 }
 

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "util/log.h"
+
 namespace fs = std::filesystem;
 
 namespace attn::train {
@@ -106,18 +108,17 @@ MetricsLog::MetricsLog(const std::string& path, uint64_t keep_bytes) : path_(pat
       // The file does not end where the checkpoint says it did: keep its complete lines only.
       size_t cut = text.rfind('\n', std::min<size_t>(text.size(), keep) - (keep > 0 ? 1 : 0));
       keep = cut == std::string::npos ? 0 : cut + 1;
-      fmt::print(stderr,
-                 "warning: '{}' has {} bytes where the checkpoint recorded {}: rows after byte {} "
-                 "are lost; "
-                 "cut back to its last complete line\n",
-                 path, text.size(), keep_bytes, keep);
+      logging::warn(
+          "warning: '{}' has {} bytes where the checkpoint recorded {}: rows after byte {} "
+          "are lost; "
+          "cut back to its last complete line\n",
+          path, text.size(), keep_bytes, keep);
     }
     if (::truncate(path.c_str(), static_cast<off_t>(keep)) != 0)
       fail("cannot truncate", path, errno);
     bytes_ = keep;
   } else if (keep_bytes > 0) {
-    fmt::print(
-        stderr,
+    logging::warn(
         "warning: '{}' is missing (the checkpoint recorded {} bytes of it): a new one is started\n",
         path, keep_bytes);
   }

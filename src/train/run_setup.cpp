@@ -8,6 +8,7 @@
 
 #include "tasks/registry.h"
 #include "train/run_dir.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 
@@ -45,8 +46,13 @@ Config reopen(Config requested, Reopen mode, const std::string& run_dir) {
   ReopenedConfig re = reopen_config(Config::from_file(dir + "/config.yaml"), requested, mode, dir);
   re.config.resolve("run.dir", dir);
   resolve_run_config(re.config);
-  for (const std::string& n : re.notes) fmt::print(stderr, "note: {}\n", n);
+  logging::set_level(log_level(re.config));  // the run's level (or the --set one) for its notes
+  for (const std::string& n : re.notes) logging::info("note: {}\n", n);
   return re.config;
+}
+
+logging::Level log_level(const Config& c) {
+  return logging::parse_level(c.get_string("log.level"), "config key 'log.level'");
 }
 
 AdamWConfig adamw_config(const Config& c) {

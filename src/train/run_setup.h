@@ -1,11 +1,12 @@
 // What every trainer command does before it runs: threads, resolving a config (the task's rules
-// and the trainer's), and reopening a saved run's config for a resume or an eval.
+// and the trainer's), reopening a saved run's config for a resume or an eval, the log level.
 #pragma once
 #include <string>
 
 #include "config/config.h"
 #include "optim/adamw.h"
 #include "train/saved_config.h"
+#include "util/log.h"
 
 namespace attn::train {
 
@@ -26,5 +27,7 @@ void resolve_run_config(Config& c);
 Config reopen(Config requested, Reopen mode, const std::string& run_dir = "");
 
 AdamWConfig adamw_config(const Config& c);
+// log.level (ATTNLAB_LOG_LEVEL, which beats it, is applied by logging::init).
+logging::Level log_level(const Config& c);
 
 }  // namespace attn::train

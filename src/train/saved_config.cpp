@@ -20,9 +20,9 @@ const std::vector<std::string>& keys_changeable_on(Reopen mode) {
   // dist.* keys say how a job shares the work (a checkpoint holds the whole state, whatever the
   // world size or ZeRO), not what is computed.
   static const std::vector<std::string> resume = {
-      "run.dir",   "run.name",   "run.threads",      "run.device",      "data.cache_dir",
-      "log.every", "eval.every", "checkpoint.every", "checkpoint.keep", "dist.bucket_mb",
-      "dist.zero", "dist.timeout_s"};
+      "run.dir",        "run.name",  "run.threads",   "run.device",       "data.cache_dir",
+      "log.every",      "log.level", "eval.every",    "checkpoint.every", "checkpoint.keep",
+      "dist.bucket_mb", "dist.zero", "dist.timeout_s"};
   static const std::vector<std::string> eval = [] {
     std::vector<std::string> e = resume;
     e.insert(e.end(), {"run.precision", "eval.batches"});

@@ -1,7 +1,7 @@
 // What a resume or an eval may change in a saved run's config. The run directory's config.yaml is
 // the truth about what was trained: a resume continues exactly that run, an eval measures exactly
 // that model. Keys that only say where, how fast or how often (threads, device, log and checkpoint
-// cadence) may differ; train.steps may grow on resume (an explicit extension); any other key the
+// cadence, the log level) may differ; train.steps may grow on resume (an explicit extension); any other key the
 // user gives with a different value is a ConfigError naming the key and both values.
 #pragma once
 #include <string>

@@ -39,6 +39,7 @@ std::vector<KeySpec> trainer_tail() {
       float_key("train.weight_decay", "0.1", "Decoupled weight decay (not on norms, biases, embeddings, LayerScale).", 0, 10),
       float_key("train.clip", "1.0", "Global gradient-norm clip (0: off).", 0),
       int_key("log.every", "10", "Steps between metric rows (and progress lines).", 1, kMaxCount),
+      choice_key("log.level", "info", "Least severe message logged: trace, debug, info (progress and evaluation lines, notes), warn or error. The environment variable ATTNLAB_LOG_LEVEL beats it. Rank 0 logs to stderr; in a job of several processes every rank also to <run.dir>/logs/rank-N.log.", {"trace", "debug", "info", "warn", "error"}),
       int_key("eval.every", "200", "Steps between evaluations (and at the end).", 1, kMaxCount),
       int_key("eval.batches", "20", "Validation batches per evaluation (0: the whole split).", 0, kMaxCount),
       int_key("stats.every", "100", "Steps between inside-the-model statistics of a training batch (activation kurtosis and ∞-norm, attention sink and row mass, weight kurtosis, gradient norm per layer) in metrics.jsonl (0: only at evaluations).", 0, kMaxCount),

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "autograd/node.h"
+#include "dist/launch_env.h"
 #include "metrics/model_stats.h"
 #include "metrics/param_stats.h"
 #include "ops/ops.h"
@@ -28,6 +29,7 @@
 #include "train/run_setup.h"
 #include "train/saved_config.h"
 #include "train/stop_signal.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 
@@ -143,8 +145,8 @@ std::string choose_checkpoint(const Run& r) {
   const std::string dir = r.dir + "/checkpoints";
   std::vector<std::string> all = list_checkpoints(dir);
   if (all.empty()) {
-    fmt::print(stderr, "note: {} has no checkpoint (the run stopped before its first one): starting again from step 0\n",
-               dir);
+    logging::info("note: {} has no checkpoint (the run stopped before its first one): starting again from step 0\n",
+                  dir);
     return "";
   }
   std::vector<std::string> rejected;
@@ -153,8 +155,8 @@ std::string choose_checkpoint(const Run& r) {
     if (!why.empty() && why.rfind("format 1", 0) != 0) {
       fs::rename(*it, *it + ".corrupt");
       rejected.push_back(fmt::format("'{}' ({})", *it, why));
-      fmt::print(stderr, "error: checkpoint '{}' is unusable: {}; moved to '{}.corrupt'{}\n", *it, why, *it,
-                 std::next(it) != all.rend() ? fmt::format("; falling back to '{}'", *std::next(it)) : "");
+      logging::error("error: checkpoint '{}' is unusable: {}; moved to '{}.corrupt'{}\n", *it, why, *it,
+                     std::next(it) != all.rend() ? fmt::format("; falling back to '{}'", *std::next(it)) : "");
       continue;
     }
     return *it;
@@ -191,7 +193,7 @@ void restore(Run& r, int64_t root_choice) {
   r.checkpointed_step = r.state.step;
   r.task->set_position(r.state.data_position);
   r.task->dropout_generator().offset = r.state.dropout_offset;
-  if (r.root()) fmt::print(stderr, "resuming {} from {} (step {})\n", r.dir, path, r.state.step);
+  logging::info("resuming {} from {} (step {})\n", r.dir, path, r.state.step);
 }
 
 // Collective with ZeRO (the optimizer's shards are gathered); rank 0 writes.
@@ -327,15 +329,14 @@ StepResult train_step(Run& r, int64_t accum, double clip, metrics::ModelStats* s
 bool is_finished(const Run& r) { return r.state.step >= r.cfg.get_int("train.steps"); }
 
 // The first SIGINT/SIGTERM (on any rank: all agree on it): the step in flight has finished;
-// checkpoint it, say how to go on.
+// checkpoint it, say how to go on (every rank, in its log; the console has rank 0's).
 int stop_on_signal(Run& r, int sig) {
   if (r.checkpointed_step != r.state.step) checkpoint(r);
   // No rank exits before rank 0's checkpoint is on disk: a launcher ends a job's other ranks
   // once one exits non-zero.
   if (r.parallel()) r.comm->barrier();
-  if (r.root())
-    fmt::print(stderr, "\n{} at step {}: checkpoint {}/checkpoints/step-{:08}.ckpt written. Resume with:\n  attnlab train --set run.dir={} --resume\n",
-               signal_name(sig), r.state.step, r.dir, r.state.step, r.dir);
+  logging::warn("\n{} at step {}: checkpoint {}/checkpoints/step-{:08}.ckpt written. Resume with:\n  attnlab train --set run.dir={} --resume\n",
+                signal_name(sig), r.state.step, r.dir, r.state.step, r.dir);
   return 128 + sig;
 }
 
@@ -362,7 +363,6 @@ int train_loop(Run& r, const TrainOptions& opt) {
   int64_t log_every = c.get_int("log.every"), eval_every = c.get_int("eval.every"), ckpt_every = c.get_int("checkpoint.every");
   const int64_t stats_every = c.get_int("stats.every"), stats_rows = c.get_int("stats.attention_rows");
   bool tty = isatty(STDERR_FILENO);
-  const bool quiet = opt.quiet || !r.root();
   std::string tag = c.get_string("attention.variant");
   nlohmann::json last_eval, last_stats;
   r.task->model().set_training(true);
@@ -377,10 +377,11 @@ int train_loop(Run& r, const TrainOptions& opt) {
     if (r.state.step + 1 == opt.nan_at_step) loss = NAN;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       r.write({{"step", r.state.step + 1}, {"error", "non-finite loss or gradient"}});
+      // Rank 0's report (it reads the run directory); every rank's loss and norm are the same.
       if (r.root())
-        fmt::print(stderr, "{}error: non-finite {} at step {} (loss {}, grad norm {}); stopping. Last good checkpoint: {}\n",
-                   tty ? "\n" : "", std::isfinite(loss) ? "gradient" : "loss", r.state.step + 1, loss, norm,
-                   last_good_checkpoint(r.dir + "/checkpoints"));
+        logging::error("{}error: non-finite {} at step {} (loss {}, grad norm {}); stopping. Last good checkpoint: {}\n",
+                       tty ? "\n" : "", std::isfinite(loss) ? "gradient" : "loss", r.state.step + 1, loss, norm,
+                       last_good_checkpoint(r.dir + "/checkpoints"));
       if (r.parallel()) r.comm->barrier();  // (as stop_on_signal: rank 0's row is written first)
       return 3;
     }
@@ -404,11 +405,13 @@ int train_loop(Run& r, const TrainOptions& opt) {
         row["comm_hidden"] = comm.hidden_fraction();
       }
       r.write(row);
-      if (!quiet) {
+      // Every rank logs its progress line, the same numbers (the loss is the mean over the ranks):
+      // the console shows rank 0's, the others' go to their logs/rank-N.log (util/log.h).
+      if (!opt.quiet) {
         double rate = r.state.tokens / r.state.elapsed_s;
         double eta = (steps - r.state.step) * tokens_per_step / rate;
-        fmt::print(stderr, "{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} {} | ETA {}{}", tty ? "\r" : "", tag,
-                   r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
+        logging::info("{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} {} | ETA {}{}", tty ? "\r" : "", tag,
+                      r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
       }
     }
     if (!stats_train.is_null()) r.write(stats_train);
@@ -417,9 +420,9 @@ int train_loop(Run& r, const TrainOptions& opt) {
       last_eval = eval_row(r, &last_stats);
       r.write(last_eval);
       if (!last_stats.is_null()) r.write(last_stats);
-      if (!quiet)
-        fmt::print(stderr, "{}[{}] step {} {}{}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval),
-                   describe_stats(last_stats));
+      if (!opt.quiet)
+        logging::info("{}[{}] step {} {}{}\n", tty ? "\n" : "", tag, r.state.step, r.task->describe(last_eval),
+                      describe_stats(last_stats));
     }
     if (r.state.step % ckpt_every == 0 || is_last) checkpoint(r);
     if (r.state.step == opt.abort_after_step) simulate_failure(r, opt);
@@ -427,7 +430,7 @@ int train_loop(Run& r, const TrainOptions& opt) {
   if (int sig = pending_signal(r); sig && !is_finished(r)) return stop_on_signal(r, sig);
   if (last_eval.is_null()) last_eval = eval_row(r, &last_stats);  // resumed a run that had finished its steps
   write_summary(r, last_eval, last_stats);
-  if (!quiet) fmt::print(stderr, "[{}] done: {}\n", tag, r.dir);
+  if (!opt.quiet) logging::info("[{}] done: {}\n", tag, r.dir);
   return 0;
 }
 
@@ -463,19 +466,21 @@ std::optional<int> agree(dist::Communicator& comm, const std::function<void()>& 
   const int any = first_nonzero(comm, code);
   if (error) std::rethrow_exception(error);
   if (any == 0) return std::nullopt;
-  fmt::print(stderr, "attnlab: rank {}: stopping: another rank of the job failed to set up (its message above)\n",
-             comm.rank());
+  logging::error("attnlab: rank {}: stopping: another rank of the job failed to set up (its message above)\n",
+                 comm.rank());
   return any;
 }
 
-// The run directory as rank 0 takes it over: created (or reopened), locked, cleaned.
+// The run directory as rank 0 takes it over: created (or reopened), locked, its log file opened
+// (in a job), cleaned.
 std::unique_ptr<RunLock> open_run_dir(Run& r, const TrainOptions& opt) {
   const std::string& dir = r.dir;
   fs::create_directories(dir + "/checkpoints");
   auto lock = std::make_unique<RunLock>(dir);  // from here on this process alone writes the directory
+  logging::init(r.comm->rank(), r.comm->world_size(), dir, log_level(r.cfg));
   for (const std::string& sub : {dir, dir + "/checkpoints"})
     for (const std::string& f : remove_temp_files(sub))
-      fmt::print(stderr, "note: removed '{}' (left by a write that did not finish)\n", f);
+      logging::info("note: removed '{}' (left by a write that did not finish)\n", f);
   if (!opt.resume) {
     create_run_dir(r);
   } else if (run_extended(r)) {
@@ -508,20 +513,26 @@ int train_or_abort(Run& r, const TrainOptions& opt) {
 }  // namespace
 
 int run_training(Config cfg, const TrainOptions& opt) {
+  // This process's place in its job (the launcher's environment; one process: rank 0 of 1), for
+  // the log first: from here on only rank 0's messages reach the console, the others' errors.
+  const dist::ProcessPlace place = dist::detect_process_place();
+  logging::init(place.rank, place.world_size, "", logging::Level::Info);
   if (opt.resume) {
     cfg = reopen(std::move(cfg), Reopen::Resume);
   } else {
     resolve_run_config(cfg);
   }
   const std::string dir = cfg.get_string("run.dir");
+  const logging::Level level = log_level(cfg);
+  logging::set_level(level);
   if (opt.resume && fs::exists(dir + "/summary.json") &&
       Config::from_file(dir + "/config.yaml").get_int("train.steps") == cfg.get_int("train.steps")) {
-    fmt::print(stderr, "{} is finished ({} steps): nothing to resume (--set train.steps=N extends it)\n", dir,
-               cfg.get_int("train.steps"));
+    logging::info("{} is finished ({} steps): nothing to resume (--set train.steps=N extends it)\n", dir,
+                  cfg.get_int("train.steps"));
     return 0;
   }
   // The job (world size 1: the identity, no MPI) before anything is read or written.
-  std::unique_ptr<dist::Communicator> comm = open_job(cfg, tasks::run_device(cfg));
+  std::unique_ptr<dist::Communicator> comm = open_job(cfg, place, tasks::run_device(cfg));
   check_world_size(cfg, *comm);
   // Steps whose failure may be one rank's alone (rank 0's files, a rank's data) end in agree();
   // the collectives between them run only once every rank got there.
@@ -540,6 +551,13 @@ int run_training(Config cfg, const TrainOptions& opt) {
         if (run->root() && opt.resume) choice = choose_checkpoint_index(*run);
       }))
     return *failed;
+  // The other ranks' logs/rank-N.log, once rank 0 holds the directory: they do not lock it, and
+  // each appends to its own file only (docs/runs.md). One that cannot is a setup failure.
+  if (run->parallel())
+    if (auto failed = agree(*comm, [&] {
+          if (!run->root()) logging::init(comm->rank(), comm->world_size(), dir, level);
+        }))
+      return *failed;
   if (opt.resume) restore(*run, choice);
   std::optional<MetricsLog> log;
   if (run->root()) {

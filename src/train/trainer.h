@@ -21,7 +21,7 @@ struct TrainOptions {
 };
 
 // In a data-parallel job (started by mpirun or srun; train/data_parallel.h) every rank runs
-// this; rank 0 alone writes the run directory.
+// this; rank 0 alone writes the run directory, but for each rank's own logs/rank-N.log.
 // Exit codes: 0 done; 2 configuration error (nothing written); 3 non-finite loss or gradient
 // (the last good checkpoint is kept); 128 + signal after SIGINT/SIGTERM (a checkpoint of the last
 // step written); 1 anything else (a failed write, an unusable checkpoint: the message names the file).

@@ -20,6 +20,7 @@
 #include "metrics/error_rate.h"
 #include "tasks/device.h"
 #include "tasks/transformer_keys.h"
+#include "util/log.h"
 
 namespace attn::tasks {
 
@@ -160,10 +161,10 @@ std::vector<data::UtteranceFeatures> compute_features(const std::vector<data::Ut
   while (done < utts.size() && !error) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (s > 2) fmt::print(stderr, "\r[asr] log-mel features of {}: {}/{} utterances", label, done.load(), utts.size());
+    if (s > 2) logging::info("\r[asr] log-mel features of {}: {}/{} utterances", label, done.load(), utts.size());
   }
   for (auto& t : pool) t.join();
-  if (std::chrono::steady_clock::now() - start > std::chrono::seconds(2)) fmt::print(stderr, "\n");
+  if (std::chrono::steady_clock::now() - start > std::chrono::seconds(2)) logging::info("\n");
   if (error) std::rethrow_exception(error);
   return out;
 }
