@@ -473,4 +473,20 @@ TEST(DistEmulatedCuda, TwoRanksMatchOneProcessWithAndWithoutZero) {
   r = run_command(mpirun(2) + b + args(zero, "--set dist.zero=1"));
   ASSERT_EQ(r.code, 0) << r.err;
   expect_same_run(zero, one, {"loss", "grad_norm", "val_loss"});
+  // NCCL's id through a rendezvous file instead of MPI (dist.init=file): the same job, and the
+  // file is gone afterwards.
+  const std::string via_file = scratch("emu-file-w2"), rendezvous = scratch("emu-rendezvous");
+  r = run_command(mpirun(2) + b + args(via_file, "--set dist.init=file --set dist.init_file=" + rendezvous));
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_same_run(via_file, one, {"loss", "grad_norm", "val_loss"});
+  EXPECT_FALSE(fs::exists(rendezvous));
+}
+
+// dist.init=file is NCCL's rendezvous: a CPU job of several ranks is refused with the reason;
+// and a CUDA job without the file's path names the key it needs.
+TEST(DistLm, TheFileRendezvousIsForCudaJobsOnly) {
+  const std::string d = scratch("file-init-cpu");
+  Result r = run_np(2, lm(d, 2, "--set dist.init=file --set dist.init_file=" + scratch("rdv")));
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.err, "config key 'dist.init': file is NCCL's rendezvous (CUDA)")) << r.err;
 }

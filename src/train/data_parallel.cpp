@@ -20,6 +20,8 @@ std::unique_ptr<dist::Communicator> open_job(const config::Config& c,
   dist::CommOptions o;
   o.device = device;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(c.get_float("dist.timeout_s") * 1000));
+  o.init = dist::parse_init_method(c.get_string("dist.init"));
+  o.init_file = c.get_string("dist.init_file");
   return std::make_unique<JobCommunicator>(dist::make_communicator(place, o),
                                            c.get_float("dist.timeout_s"), device);
 }

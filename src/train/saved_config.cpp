@@ -22,7 +22,7 @@ const std::vector<std::string>& keys_changeable_on(Reopen mode) {
   static const std::vector<std::string> resume = {
       "run.dir",        "run.name",  "run.threads",   "run.device",       "data.cache_dir",
       "log.every",      "log.level", "eval.every",    "checkpoint.every", "checkpoint.keep",
-      "dist.bucket_mb", "dist.zero", "dist.timeout_s"};
+      "dist.bucket_mb", "dist.zero", "dist.timeout_s", "dist.init", "dist.init_file"};
   static const std::vector<std::string> eval = [] {
     std::vector<std::string> e = resume;
     e.insert(e.end(), {"run.precision", "eval.batches"});

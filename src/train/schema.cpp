@@ -49,6 +49,8 @@ std::vector<KeySpec> trainer_tail() {
       int_key("checkpoint.keep", "2", "Checkpoints kept.", 1, 1000000),
       float_key("dist.bucket_mb", "25", "Data parallelism (a job started by mpirun or srun): gradients are averaged across the ranks in buckets of about this many MiB, each as soon as its gradients are complete, overlapping the rest of the backward.", 0, 1e6, true),
       int_key("dist.zero", "0", "1: ZeRO stage 1, AdamW's state sharded across the ranks (gradients reduce-scattered, each rank updates its shard, parameters all-gathered); 0: every rank holds the whole state. No effect in a single process.", 0, 1),
+      choice_key("dist.init", "mpi", "How the ranks of a CUDA job find each other for NCCL: mpi (NCCL's unique id broadcast over MPI; needs mpirun, or srun with PMI/PMIx) or file (rank 0 writes it to dist.init_file on a filesystem every node sees, for clusters where MPI does not work across nodes). CPU jobs always use MPI.", {"mpi", "file"}),
+      string_key("dist.init_file", "", "dist.init=file: the rendezvous file (on a shared filesystem; it must not exist when the job starts, and rank 0 removes it once every rank has joined)."),
       float_key("dist.timeout_s", "300", "A collective that has not finished after this many seconds (a rank died or stalled) aborts the whole job, naming the rank that noticed.", 0, 1e7, true),
   };
 }
