@@ -13,6 +13,8 @@
 #include <memory>
 #include <stdexcept>
 
+#include "util/write_all.h"
+
 namespace attn::data {
 
 namespace fs = std::filesystem;
@@ -97,13 +99,7 @@ class Writer {
     buf_.clear();
   }
   void write_all(const char* p, size_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) fail_errno(path_, "cannot write");
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
+    if (!util::write_all(fd_, p, n)) fail_errno(path_, "cannot write");
   }
   int fd_;
   const std::string& path_;

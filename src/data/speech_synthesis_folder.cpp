@@ -9,6 +9,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "util/write_all.h"
+
 namespace attn::data::synth {
 
 namespace fs = std::filesystem;
@@ -48,14 +50,11 @@ void write_text_atomically(const fs::path& path, const std::string& content) {
   };
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("open");
-  for (size_t done = 0; done < content.size();) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      fail("write");
-    }
-    done += static_cast<size_t>(n);
+  if (!util::write_all(fd, content.data(), content.size())) {
+    const int err = errno;
+    ::close(fd);
+    errno = err;
+    fail("write");
   }
   if (::fsync(fd) != 0) {
     ::close(fd);

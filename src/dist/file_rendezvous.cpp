@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "util/write_all.h"
+
 namespace attn::dist {
 
 namespace {
@@ -67,22 +69,6 @@ std::string decode(const std::string& path, const std::string& text) {
   return payload;
 }
 
-bool write_all(int fd, const std::string& s) {
-  const char* p = s.data();
-  size_t n = s.size();
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      if (w == 0) errno = ENOSPC;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 // The whole file, or false (errno set) if it cannot be opened or read.
 bool read_all(const std::string& path, std::string& out) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -111,7 +97,8 @@ void publish_rendezvous(const std::string& path, const std::string& payload) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot create " + tmp, path, errno);
-  bool ok = write_all(fd, encode(payload)) && ::fsync(fd) == 0;
+  const std::string encoded = encode(payload);
+  bool ok = util::write_all(fd, encoded.data(), encoded.size()) && ::fsync(fd) == 0;
   int err = errno;
   if (::close(fd) != 0 && ok) ok = false, err = errno;
   if (ok && ::link(tmp.c_str(), path.c_str()) != 0) ok = false, err = errno;

@@ -15,6 +15,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "util/write_all.h"
+
 extern char** environ;
 
 namespace fs = std::filesystem;
@@ -30,17 +32,10 @@ void append(const std::string& path, const std::string& text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0)
     throw std::runtime_error(fmt::format("cannot open log '{}': {}", path, std::strerror(errno)));
-  const char* p = text.data();
-  size_t n = text.size();
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int err = w == 0 ? ENOSPC : errno;
-      ::close(fd);
-      throw std::runtime_error(fmt::format("cannot write log '{}': {}", path, std::strerror(err)));
-    }
-    p += w, n -= static_cast<size_t>(w);
+  if (!util::write_all(fd, text.data(), text.size())) {
+    const int err = errno;
+    ::close(fd);
+    throw std::runtime_error(fmt::format("cannot write log '{}': {}", path, std::strerror(err)));
   }
   if (::close(fd) != 0)
     throw std::runtime_error(fmt::format("cannot write log '{}': {}", path, std::strerror(errno)));

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "util/log.h"
+#include "util/write_all.h"
 
 namespace fs = std::filesystem;
 
@@ -20,21 +21,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what, const std::string& path, int err) {
   throw std::runtime_error(fmt::format("{} '{}': {}", what, path, std::strerror(err)));
-}
-
-// write(2) until done; false (errno set) on any failure, including a write that makes no progress.
-bool write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      if (w == 0) errno = ENOSPC;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
 }
 
 std::string parent_of(const std::string& path) {
@@ -56,7 +42,7 @@ void write_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot create", tmp, errno);
-  bool ok = write_all(fd, content.data(), content.size()) && ::fsync(fd) == 0;
+  bool ok = util::write_all(fd, content.data(), content.size()) && ::fsync(fd) == 0;
   int err = errno;
   if (::close(fd) != 0 && ok) ok = false, err = errno;
   if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) ok = false, err = errno;
@@ -132,7 +118,7 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(const nlohmann::json& row) {
   const std::string line = row.dump() + "\n";
-  if (!write_all(fd_, line.data(), line.size()))
+  if (!util::write_all(fd_, line.data(), line.size()))
     fail("cannot write a metrics row to", path_, errno);
   bytes_ += line.size();
 }

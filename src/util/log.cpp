@@ -18,6 +18,8 @@
 #include <mutex>
 #include <vector>
 
+#include "util/write_all.h"
+
 namespace fs = std::filesystem;
 
 namespace attn::logging {
@@ -89,21 +91,6 @@ std::string prefixed_lines(std::string_view text, std::string_view prefix) {
   return out;
 }
 
-// write(2) until done; false (errno set) on a failure or a write that makes no progress.
-bool write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      if (w == 0) errno = ENOSPC;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 // A rank's file: one write(2) per message, unbuffered, so a crash loses nothing already logged.
 class RankFileSink : public CheckedSink {
  public:
@@ -124,7 +111,7 @@ class RankFileSink : public CheckedSink {
                                            kNames[static_cast<int>(m.level)], rank_);
     const std::string lines =
         prefixed_lines(std::string_view(m.payload.data(), m.payload.size()), prefix);
-    if (!write_all(fd_, lines.data(), lines.size()))
+    if (!util::write_all(fd_, lines.data(), lines.size()))
       fail(fmt::format("cannot write a log line to '{}': {}", path_, std::strerror(errno)));
   }
 
