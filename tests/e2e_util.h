@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -174,6 +176,32 @@ inline std::vector<std::string> untimed_rows(const std::string& dir) {
 inline bool binary_sees_a_gpu() {
   static const bool yes = run("info").out.find("CUDA devices visible: 0") == std::string::npos;
   return yes;
+}
+
+// The same run on the CPU and on CUDA in f32 and in bf16 (train_args(dir, device_args) gives the
+// command): every logged step's loss on CUDA within 1e-4 relative of the CPU's in f32 (summation
+// order) and 2e-2 in bf16 (8-bit mantissas). Returns the three run directories {cpu, f32, bf16}.
+struct CudaRuns {
+  std::string cpu, f32, bf16;
+};
+inline CudaRuns expect_cuda_tracks_cpu(const std::function<std::string(const std::string&, const std::string&)>& train_args,
+                                       const std::string& name, size_t steps) {
+  CudaRuns d{scratch(name + "-cpu"), scratch(name + "-f32"), scratch(name + "-bf16")};
+  Result rc = run(train_args(d.cpu, ""));
+  EXPECT_EQ(rc.code, 0) << rc.err;
+  Result rf = run(train_args(d.f32, " --set run.device=cuda"));
+  EXPECT_EQ(rf.code, 0) << rf.err;
+  Result rb = run(train_args(d.bf16, " --set run.device=cuda --set run.precision=bf16"));
+  EXPECT_EQ(rb.code, 0) << rb.err;
+  std::vector<double> lc = losses(d.cpu), lf = losses(d.f32), lb = losses(d.bf16);
+  EXPECT_EQ(lc.size(), steps);
+  EXPECT_EQ(lf.size(), steps);
+  EXPECT_EQ(lb.size(), steps);
+  for (size_t i = 0; i < std::min({lc.size(), lf.size(), lb.size()}); ++i) {
+    EXPECT_NEAR(lf[i], lc[i], 1e-4 * lc[i]) << "f32, step " << i + 1;
+    EXPECT_NEAR(lb[i], lc[i], 2e-2 * lc[i]) << "bf16, step " << i + 1;
+  }
+  return d;
 }
 
 }  // namespace attn::e2e

@@ -141,23 +141,10 @@ std::string gpu_asr(const std::string& dir, const std::string& device_args) {
 
 TEST(GpuAsrTrain, CudaRunsTrackTheCpuRun) {
   if (!binary_sees_a_gpu()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped";
-  std::string cpu = scratch("gpu-asr-cpu"), f32 = scratch("gpu-asr-f32"), bf = scratch("gpu-asr-bf16");
-  ASSERT_EQ(run(gpu_asr(cpu, "")).code, 0);
-  Result rf = run(gpu_asr(f32, " --set run.device=cuda"));
-  ASSERT_EQ(rf.code, 0) << rf.err;
-  Result rb = run(gpu_asr(bf, " --set run.device=cuda --set run.precision=bf16"));
-  ASSERT_EQ(rb.code, 0) << rb.err;
-  std::vector<double> lc = losses(cpu), lf = losses(f32), lb = losses(bf);
-  ASSERT_EQ(lc.size(), 3u);
-  ASSERT_EQ(lf.size(), 3u);
-  ASSERT_EQ(lb.size(), 3u);
-  for (size_t i = 0; i < lc.size(); ++i) {
-    EXPECT_NEAR(lf[i], lc[i], 1e-4 * lc[i]) << "f32, step " << i + 1;
-    EXPECT_NEAR(lb[i], lc[i], 2e-2 * lc[i]) << "bf16, step " << i + 1;
-  }
-  auto sc = nlohmann::json::parse(slurp(cpu + "/summary.json")), sf = nlohmann::json::parse(slurp(f32 + "/summary.json"));
+  CudaRuns d = expect_cuda_tracks_cpu(gpu_asr, "gpu-asr", 3);
+  auto sc = nlohmann::json::parse(slurp(d.cpu + "/summary.json")), sf = nlohmann::json::parse(slurp(d.f32 + "/summary.json"));
   EXPECT_NEAR(sf["final_val_loss"].get<double>(), sc["final_val_loss"].get<double>(), 1e-4 * sc["final_val_loss"].get<double>());
-  auto s = nlohmann::json::parse(slurp(bf + "/summary.json"));
+  auto s = nlohmann::json::parse(slurp(d.bf16 + "/summary.json"));
   EXPECT_EQ(s["device"], "cuda:0");
   EXPECT_EQ(s["precision"], "bf16");
 }

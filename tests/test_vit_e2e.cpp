@@ -188,21 +188,8 @@ std::string gpu_vit(const std::string& dir, const std::string& device_args) {
 
 TEST(GpuVitTrain, CudaRunsTrackTheCpuRun) {
   if (!binary_sees_a_gpu()) GTEST_SKIP() << "no CUDA device visible: GPU test skipped";
-  std::string cpu = scratch("gpu-vit-cpu"), f32 = scratch("gpu-vit-f32"), bf = scratch("gpu-vit-bf16");
-  ASSERT_EQ(run(gpu_vit(cpu, "")).code, 0);
-  Result rf = run(gpu_vit(f32, " --set run.device=cuda"));
-  ASSERT_EQ(rf.code, 0) << rf.err;
-  Result rb = run(gpu_vit(bf, " --set run.device=cuda --set run.precision=bf16"));
-  ASSERT_EQ(rb.code, 0) << rb.err;
-  std::vector<double> lc = losses(cpu), lf = losses(f32), lb = losses(bf);
-  ASSERT_EQ(lc.size(), 4u);
-  ASSERT_EQ(lf.size(), 4u);
-  ASSERT_EQ(lb.size(), 4u);
-  for (size_t i = 0; i < lc.size(); ++i) {
-    EXPECT_NEAR(lf[i], lc[i], 1e-4 * lc[i]) << "f32, step " << i + 1;
-    EXPECT_NEAR(lb[i], lc[i], 2e-2 * lc[i]) << "bf16, step " << i + 1;
-  }
-  auto s = nlohmann::json::parse(slurp(bf + "/summary.json"));
+  CudaRuns d = expect_cuda_tracks_cpu(gpu_vit, "gpu-vit", 4);
+  auto s = nlohmann::json::parse(slurp(d.bf16 + "/summary.json"));
   EXPECT_EQ(s["device"], "cuda:0");
   EXPECT_EQ(s["precision"], "bf16");
 }
