@@ -63,17 +63,26 @@ int64_t SpeechBatcher::bucket_at(uint64_t position) const {
   return perm_cache_.second[position % n];
 }
 
-SpeechBatch SpeechBatcher::batch_at(uint64_t position) const {
-  const uint64_t epoch = position / buckets_.size();
-  return make_speech_batch(*data_, buckets_[bucket_at(position)], use_augment_ ? &augment_ : nullptr, seed_, epoch);
+namespace {
+
+// Utterances [first, last) of a bucket, or a clear error for a range outside it.
+std::vector<int64_t> bucket_part(const std::vector<int64_t>& bucket, int64_t first, int64_t last, const char* who) {
+  if (first < 0 || last > static_cast<int64_t>(bucket.size()) || first >= last)
+    throw std::out_of_range(std::string(who) + ": utterances [" + std::to_string(first) + ", " + std::to_string(last) +
+                            ") of a bucket of " + std::to_string(bucket.size()));
+  return {bucket.begin() + first, bucket.begin() + last};
 }
 
+}  // namespace
+
+int64_t SpeechBatcher::bucket_size(uint64_t position) const {
+  return static_cast<int64_t>(buckets_[bucket_at(position)].size());
+}
+
+SpeechBatch SpeechBatcher::batch_at(uint64_t position) const { return batch_at(position, 0, bucket_size(position)); }
+
 SpeechBatch SpeechBatcher::batch_at(uint64_t position, int64_t first, int64_t last) const {
-  const std::vector<int64_t>& bucket = buckets_[bucket_at(position)];
-  if (first < 0 || last > static_cast<int64_t>(bucket.size()) || first >= last)
-    throw std::out_of_range("SpeechBatcher: utterances [" + std::to_string(first) + ", " + std::to_string(last) +
-                            ") of a bucket of " + std::to_string(bucket.size()));
-  const std::vector<int64_t> part(bucket.begin() + first, bucket.begin() + last);
+  const std::vector<int64_t> part = bucket_part(buckets_[bucket_at(position)], first, last, "SpeechBatcher");
   return make_speech_batch(*data_, part, use_augment_ ? &augment_ : nullptr, seed_, position / buckets_.size());
 }
 
@@ -85,6 +94,10 @@ SpeechEvalBatcher::SpeechEvalBatcher(std::shared_ptr<const SpeechDataset> data, 
   buckets_ = length_buckets(data_->frames, batch);
 }
 
-SpeechBatch SpeechEvalBatcher::batch_at(int64_t i) const { return make_speech_batch(*data_, buckets_.at(i)); }
+SpeechBatch SpeechEvalBatcher::batch_at(int64_t i) const { return batch_at(i, 0, bucket_size(i)); }
+
+SpeechBatch SpeechEvalBatcher::batch_at(int64_t i, int64_t first, int64_t last) const {
+  return make_speech_batch(*data_, bucket_part(buckets_.at(i), first, last, "SpeechEvalBatcher"));
+}
 
 }  // namespace attn::data

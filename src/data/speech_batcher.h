@@ -59,8 +59,9 @@ class SpeechBatcher {
   uint64_t position() const { return position_; }
   void set_position(uint64_t p) { position_ = p; }
   int64_t batches_per_epoch() const { return static_cast<int64_t>(buckets_.size()); }
-  // The bucket (index into buckets()) served at `position`.
+  // The bucket (index into buckets()) served at `position`, and its number of utterances.
   int64_t bucket_at(uint64_t position) const;
+  int64_t bucket_size(uint64_t position) const;
   const std::vector<std::vector<int64_t>>& buckets() const { return buckets_; }
   const SpeechDataset& data() const { return *data_; }
 
@@ -80,6 +81,9 @@ class SpeechEvalBatcher {
   SpeechEvalBatcher(std::shared_ptr<const SpeechDataset> data, int64_t batch);
   int64_t num_batches() const { return static_cast<int64_t>(buckets_.size()); }
   SpeechBatch batch_at(int64_t i) const;
+  // Utterances [first, last) of batch i (a data-parallel rank's share).
+  SpeechBatch batch_at(int64_t i, int64_t first, int64_t last) const;
+  int64_t bucket_size(int64_t i) const { return static_cast<int64_t>(buckets_.at(i).size()); }
   const SpeechDataset& data() const { return *data_; }
 
  private:

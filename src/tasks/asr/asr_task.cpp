@@ -286,20 +286,19 @@ std::vector<std::pair<std::string, std::string>> AsrTask::artifacts() const {
   return {{"corpus.json", corpus_info_.dump(2) + "\n"}};
 }
 
+// Rank r computes the loss of its utterances [first, last) of the bucket (all of it alone),
+// weighted by (last − first)·W / n so that the mean over the ranks is the bucket's mean.
 Tensor AsrTask::next_train_loss() {
-  if (shard_.world == 1) {
-    data::SpeechBatch b = batcher_->next();
-    return model_->loss(b.features.to(device_), b.frames, b.targets, b.target_lengths);
-  }
   const uint64_t pos = batcher_->position();
   batcher_->set_position(pos + 1);
-  const auto n = static_cast<int64_t>(batcher_->buckets()[batcher_->bucket_at(pos)].size());
+  const int64_t n = batcher_->bucket_size(pos);
   const auto [first, last] = shard_.rows(n);
   // A rank without utterances in this bucket still runs a backward (its gradient, all zeros,
   // joins the all-reduce like any other): the loss of the bucket's first utterance times 0.
   const bool empty = first == last;
   data::SpeechBatch b = batcher_->batch_at(pos, empty ? 0 : first, empty ? 1 : last);
   const Tensor loss = model_->loss(b.features.to(device_), b.frames, b.targets, b.target_lengths);
+  if (shard_.world == 1) return loss;
   return mul(loss, empty ? 0.0 : static_cast<double>((last - first) * shard_.world) / static_cast<double>(n));
 }
 
@@ -308,12 +307,9 @@ AsrTask::Scores AsrTask::score(const data::SpeechEvalBatcher& batches, int64_t m
   double loss_sum = 0, count = 0;
   metrics::ErrorCounts chars, words;
   for (int64_t i = 0; i < n; ++i) {
-    data::SpeechBatch b = batches.batch_at(i);
-    if (shard_.world > 1) {
-      const auto [first, last] = shard_.rows(static_cast<int64_t>(b.utterances.size()));
-      if (first == last) continue;
-      b = data::make_speech_batch(batches.data(), {b.utterances.begin() + first, b.utterances.begin() + last});
-    }
+    const auto [first, last] = shard_.rows(batches.bucket_size(i));  // alone: the whole batch
+    if (first == last) continue;
+    const data::SpeechBatch b = batches.batch_at(i, first, last);
     models::AsrOutput o = model_->forward(b.features.to(device_), b.frames);
     const double B = static_cast<double>(b.frames.size());
     loss_sum += ctc_loss(o.log_probs, b.targets, b.target_lengths, o.lengths, 0, CtcReduction::Mean, true).item() * B;
