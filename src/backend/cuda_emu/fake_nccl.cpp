@@ -153,6 +153,15 @@ ncclResult_t mpi(ncclComm* c, int rc, const char* call) {
   return fail(c, ncclSystemError, std::string(call) + " failed");
 }
 
+// The MPI type a reduction of `type` sums in, or the error the real NCCL would not give but
+// this fake cannot do (a type without a reduction here, an op other than sum or average).
+ncclResult_t reduction(ncclComm_t c, ncclDataType_t type, ncclRedOp_t op, MPI_Datatype* mt) {
+  *mt = reduce_type(type);
+  if (*mt == MPI_DATATYPE_NULL) return fail(c, ncclInvalidArgument, "no reduction of this data type");
+  if (op != ncclSum && op != ncclAvg) return fail(c, ncclInvalidArgument, "only ncclSum and ncclAvg");
+  return ncclSuccess;
+}
+
 }  // namespace
 
 const char* ncclGetErrorString(ncclResult_t r) {
@@ -268,11 +277,8 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t* e) {
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type,
                            ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
   if (ncclResult_t r = begin(c, count, type); r != ncclSuccess) return r;
-  MPI_Datatype mt = reduce_type(type);
-  if (mt == MPI_DATATYPE_NULL)
-    return fail(c, ncclInvalidArgument, "no reduction of this data type");
-  if (op != ncclSum && op != ncclAvg)
-    return fail(c, ncclInvalidArgument, "only ncclSum and ncclAvg");
+  MPI_Datatype mt = MPI_DATATYPE_NULL;
+  if (ncclResult_t r = reduction(c, type, op, &mt); r != ncclSuccess) return r;
   std::vector<char> h = to_host(send, count * type_size(type));
   if (ncclResult_t r = mpi(
           c, MPI_Allreduce(MPI_IN_PLACE, h.data(), static_cast<int>(count), mt, MPI_SUM, c->comm),
@@ -312,11 +318,8 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t count, ncclDataType_t type,
                                ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
   if (ncclResult_t r = begin(c, count, type); r != ncclSuccess) return r;
-  MPI_Datatype mt = reduce_type(type);
-  if (mt == MPI_DATATYPE_NULL)
-    return fail(c, ncclInvalidArgument, "no reduction of this data type");
-  if (op != ncclSum && op != ncclAvg)
-    return fail(c, ncclInvalidArgument, "only ncclSum and ncclAvg");
+  MPI_Datatype mt = MPI_DATATYPE_NULL;
+  if (ncclResult_t r = reduction(c, type, op, &mt); r != ncclSuccess) return r;
   std::vector<char> all = to_host(send, count * c->nranks * type_size(type)),
                     mine(count * type_size(type));
   if (ncclResult_t r = mpi(c,
