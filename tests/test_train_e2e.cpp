@@ -94,6 +94,23 @@ TEST(Train, WritesACompleteRunDirectory) {
   EXPECT_NE(again.err.find("already holds a run"), std::string::npos) << again.err;
 }
 
+// Statistics off (stats.every = 0, stats.eval = false): the run still evaluates and finishes,
+// and writes no statistics (the progress line once failed on the missing stats row).
+TEST(Train, StatisticsOffStillFinishes) {
+  std::string d = scratch("nostats");
+  Result r = run(tiny(d, 4) + " --set eval.every=2 --set stats.every=0 --set stats.eval=false");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto summary = nlohmann::json::parse(slurp(d + "/summary.json"));
+  EXPECT_TRUE(summary.contains("final_val_loss"));
+  EXPECT_FALSE(summary.contains("final_max_kurtosis"));
+  int eval_rows = 0;
+  for (auto& row : metrics(d)) {
+    EXPECT_FALSE(row.contains("stats")) << row.dump();
+    eval_rows += row.contains("val_loss");
+  }
+  EXPECT_EQ(eval_rows, 2);
+}
+
 // Checkpoint -> kill -9 -> resume continues with exactly the losses of an uninterrupted run.
 TEST(Train, KillAndResumeGivesTheSameLosses) {
   for (const char* variant : {"softmax", "sigmoid"}) {

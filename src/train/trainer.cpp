@@ -249,6 +249,7 @@ nlohmann::json eval_row(Run& r, nlohmann::json* stats_out = nullptr) {
 
 // "kurtosis 5.1 (Gaussian 3) | max ∞-norm 12 | sink 0.21" from a stats row, for the progress line.
 std::string describe_stats(const nlohmann::json& row) {
+  if (!row.is_object()) return "";  // stats.eval off: no statistics row
   const nlohmann::json& s = row.value("summary", nlohmann::json::object());
   std::string out;
   if (s.contains("max_kurtosis"))
@@ -367,6 +368,11 @@ int train_loop(Run& r, const TrainOptions& opt) {
   nlohmann::json last_eval, last_stats;
   r.task->model().set_training(true);
   StopSignal stop;
+  // The progress line's rate is over the steps since the previous line, in this process: a
+  // resumed run's cumulative rate would carry the speed of earlier sessions (another machine,
+  // other load) into the rate and the ETA.
+  int64_t window_tokens = 0;
+  double window_s = 0;
   while (r.state.step < steps) {
     if (int sig = pending_signal(r)) return stop_on_signal(r, sig);
     auto t0 = Clock::now();
@@ -396,6 +402,8 @@ int train_loop(Run& r, const TrainOptions& opt) {
     r.state.step += 1;
     r.state.tokens += tokens_per_step;
     r.state.elapsed_s += dt;
+    window_tokens += tokens_per_step;
+    window_s += dt;
     bool is_last = r.state.step == steps;
     if (r.state.step % log_every == 0 || is_last) {
       nlohmann::json row = {{"step", r.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
@@ -408,11 +416,13 @@ int train_loop(Run& r, const TrainOptions& opt) {
       // Every rank logs its progress line, the same numbers (the loss is the mean over the ranks):
       // the console shows rank 0's, the others' go to their logs/rank-N.log (util/log.h).
       if (!opt.quiet) {
-        double rate = r.state.tokens / r.state.elapsed_s;
+        double rate = window_tokens / std::max(window_s, 1e-9);
         double eta = (steps - r.state.step) * tokens_per_step / rate;
         logging::info("{}[{}] step {}/{} loss {:.4f} lr {:.2e} | {:.0f} {} | ETA {}{}", tty ? "\r" : "", tag,
                       r.state.step, steps, loss, lr, rate, rate_unit, format_duration(eta), tty ? "   " : "\n");
       }
+      window_tokens = 0;
+      window_s = 0;
     }
     if (!stats_train.is_null()) r.write(stats_train);
     if (r.state.step % eval_every == 0 || is_last) {
