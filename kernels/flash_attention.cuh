@@ -24,6 +24,9 @@
 //               No max, sum, rescale or lse. b is folded into the score accumulator's start
 //               value b/s, so the MMA yields r + b/s and the one multiply by c gives
 //               (x + b)·log2(e). Invisible entries: 2^(+∞) = ∞, 1/∞ = 0 exactly.
+//               b is the fixed one, the head's learnable b_h (read once per CTA), or per row
+//               b_i = −ln n_i with n_i = min(len_b, i + off + 1) (causal) the keys row i sees,
+//               at least 1: a start value per accumulator row instead of one per CTA.
 //               (Not 0.5 + 0.5·tanh(x/2) with tanh.approx: its ~2^-11 absolute error is as
 //               large as σ itself at the typical x + b ≈ −8, i.e. b = −ln n.)
 //
@@ -37,6 +40,9 @@
 //                                     so D_i = Σ_j P_ij·dP_ij = dO_i·O_i still holds.
 //      = P∘(1 − P)∘dP                 sigmoid: needs neither lse nor D
 //   dV += Pᵀ·dO;  dK += s·dSᵀ·Q;  dQ += s·dS·K
+//   ∂L/∂b_h = Σ_{b,i,j} dS_ij         sigmoid with a learnable b_h: each thread sums its dS
+//                                     entries over the CTA's query tiles, then one warp sum
+//                                     and one f32 atomicAdd per warp into dsigmoid_bias[h]
 // dQ gets contributions from every key tile: f32 atomicAdd into dq_accum (zeroed first), then a
 // convert pass writes dq = bf16(s·dq_accum).
 //
@@ -200,6 +206,9 @@ struct Params {
   const int32_t* key_len;  // [B]: keys >= key_len[b] are masked; null: none
   const float* slopes;     // [H]: ALiBi slope per head; null: no ALiBi
   const float* sink;       // [H]: the sink logit per head (Softmax1Policy only); null: 0
+  const float* sigmoid_bias_h;  // [H]: b per head instead of sigmoid_bias (sigmoid); null: none
+  bool sigmoid_bias_per_row;    // sigmoid: b_i = −ln n_i (n_i the keys row i sees, at least 1)
+  float* dsigmoid_bias;         // [H], backward: += Σ dS per head (zeroed by the launcher); null: none
 };
 
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
@@ -539,9 +548,25 @@ __device__ __forceinline__ float sigmoid_from_raw_fma(float r, float c) {
   return rcp_fma(1.f + ptx::exp2_approx(fminf(-c * r, 126.f)));
 }
 
+// The score accumulator's start value for a thread's 4 rows (mt, hf) of a warp's 32 from row0:
+// b/s for sigmoid (the fixed b, the head's b_h, or −ln n_i per row; see the top), 0 otherwise.
 template <class Policy>
-__device__ __forceinline__ float score_init(const Params& p) {
-  return Policy::kSigmoid ? p.sigmoid_bias / p.scale : 0.f;
+__device__ __forceinline__ void score_init(const Params& p, const ScoreMods& mod, int h, int row0,
+                                           float (&s0)[2][2]) {
+  const int lane = threadIdx.x & 31;
+  const float b = !Policy::kSigmoid ? 0.f : p.sigmoid_bias_h ? p.sigmoid_bias_h[h] : p.sigmoid_bias;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float bi = b;
+      if (Policy::kSigmoid && p.sigmoid_bias_per_row) {
+        const int i = row0 + mt * 16 + hf * 8 + (lane >> 2);
+        const int n = mod.causal ? imin(mod.kv_len, i + mod.causal_off + 1) : mod.kv_len;
+        bi = -logf(static_cast<float>(imax(n, 1)));
+      }
+      s0[mt][hf] = bi / p.scale;
+    }
 }
 
 // ---- Forward ----------------------------------------------------------------------------------
@@ -601,16 +626,17 @@ __global__ void __launch_bounds__(128) flash_fwd_kernel(const Params p) {
     load_tile<kBlockN, kD, kThreads>(sK, k, (n_blocks - 1) * kBlockN, p.M);
     ptx::cp_async_commit();
   }
+  float s0[2][2];
+  score_init<Policy>(p, mod, h, warp_row0, s0);
   for (int nb = n_blocks - 1; nb >= 0; --nb) {
     const int n0 = nb * kBlockN;
     float s[2][kNT][4];
-    const float s0 = score_init<Policy>(p);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][nt][e] = s0;
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = s0[mt][e >> 1];
 
     ptx::cp_async_wait_all();
     ptx::block_sync();  // K(nb) (and Q) landed; every warp is done with V(nb + 1)
@@ -773,6 +799,8 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_dk[mt][nt][e] = acc_dv[mt][nt][e] = 0.f;
   const float ones[2][2] = {{1.f, 1.f}, {1.f, 1.f}};
+  const bool want_dbias = Policy::kSigmoid && p.dsigmoid_bias != nullptr;
+  float dbias = 0.f;  // this thread's Σ dS (learnable sigmoid bias)
 
   if (m_begin < m_end) {
     load_tile<kBlockN, kD, kThreads>(sK, k, n0, p.M);
@@ -811,15 +839,15 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
         }
       }
 
-    float s[2][4][4], dp[2][4][4];
-    const float s0 = score_init<Policy>(p);
+    float s[2][4][4], dp[2][4][4], s0[2][2];
+    score_init<Policy>(p, mod, h, m0 + wr * 32, s0);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[mt][nt][e] = s0;
+          s[mt][nt][e] = s0[mt][e >> 1];
           dp[mt][nt][e] = 0.f;
         }
     warp_gemm<2, 4, kD, false, false>(s, sQ, wr * 32, sK, wc * 32);
@@ -841,6 +869,7 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
             const float pr = sigmoid_from_raw(s[mt][nt][e], mod.score_mult);
             s[mt][nt][e] = pr;
             dp[mt][nt][e] = pr * (1.f - pr) * dp[mt][nt][e];
+            if (want_dbias) dbias += dp[mt][nt][e];  // masked entries: P = 0, dS = 0
           } else {
             const float pr = ptx::exp2_approx(fmaf(s[mt][nt][e], mod.score_mult, -row_lse[mt][hf]));
             s[mt][nt][e] = pr;
@@ -872,6 +901,12 @@ __global__ void __launch_bounds__(256, 1) flash_bwd_kernel(const Params p) {
           const int c = wc * (kD / 4) + nt * 8 + (lane & 3) * 2 + (e & 1);
           if (i < p.N) ptx::atomic_add(dq_accum + static_cast<int64_t>(i) * kD + c, dq[mt][nt][e]);
         }
+  }
+
+  if (want_dbias) {  // warp-uniform: every lane takes part in the sum
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) dbias += ptx::shfl_xor(dbias, off);
+    if (lane == 0) ptx::atomic_add(p.dsigmoid_bias + h, dbias);
   }
 
   // Epilogue: dK = s·Σ dSᵀQ, dV through the K and V tiles for 16-byte stores. A CTA whose keys

@@ -11,7 +11,8 @@ IN.json (written by the C++ test):
                             "variant": softmax|sigmoid|softmax1, "position": rope|alibi|learned,
                             "placement": pre|post|hybrid, "norm": layer|rms,
                             "qk_norm": bool, "qk_norm_kind": layer|rms, "layer_scale": bool,
-                            "mlp": gelu|swiglu, "tied_head": bool, "norm_eps", "rope_base"},
+                            "mlp": gelu|swiglu, "tied_head": bool, "norm_eps", "rope_base",
+                            "sigmoid_bias_mode": fixed|learnable|per_row (sigmoid; default fixed)},
                  "params": [{"name", "weight_decay", "shape", "data"}, ...],
                  "ids": {"shape", "data"}, "targets": {"shape", "data"}}, ...],
      "adamw": {"lr", "betas", "eps", "weight_decay", "steps"},
@@ -23,7 +24,8 @@ weights, looked up by their dotted names, written from the maths and not from at
 vit_parity_reference.py):
 layer norm (F.layer_norm) or RMS norm (by hand), RoPE in the rotate-half layout, ALiBi with the
 paper's get_slopes, the causal mask, softmax / softmax_1 / sigmoid attention written out
-explicitly, GELU (tanh) or SwiGLU MLP, pre- / post- / hybrid-norm blocks with optional
+explicitly (sigmoid's b fixed at -ln seq_len, a learnable parameter per head, or per row -ln of
+the keys the row sees), GELU (tanh) or SwiGLU MLP, pre- / post- / hybrid-norm blocks with optional
 LayerScale, tied or untied head. It first checks that the parameter names, shapes and
 weight-decay flags are exactly the ones this model should have (an "error" entry otherwise).
 It computes the logits, the mean cross-entropy and every gradient, then runs `steps` steps of

@@ -53,6 +53,9 @@ inline void randomise(const ParamList& params, Generator& gen, double layer_scal
       std = it->second;
     } else if (ends_with(n, ".gamma1") || ends_with(n, ".gamma2")) {
       mean = layer_scale_init;
+    } else if (ends_with(n, ".sigmoid_bias")) {  // sigmoid's learnable b: near −ln n, per head
+      mean = -2.0;
+      std = 0.5;
     } else if (n.find("norm") != std::string::npos) {
       mean = ends_with(n, ".weight") ? 1.0 : 0.0;
       std = 0.2;

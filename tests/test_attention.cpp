@@ -9,6 +9,10 @@
 #include <limits>
 #include <tuple>
 
+#include "autograd/node.h"
+#include "config/config.h"
+#include "nn/attention.h"
+#include "tasks/transformer_keys.h"
 #include "test_util.h"
 
 using namespace attn;
@@ -21,6 +25,7 @@ struct Brute {
   std::vector<double> out, lse;
   std::vector<double> dq, dk, dv;  // with a dout: the gradients of sum(out ∘ dout)
   std::vector<double> dsink;       // sink, with a dout: [H]
+  std::vector<double> dbias;       // sigmoid with a learnable bias, with a dout: [H]
 };
 
 // Straight from the definitions, one query row at a time, in long double. With `dout`, also the
@@ -29,7 +34,8 @@ struct Brute {
 // dp_j·p_j·(1 − p_j) for sigmoid, dQ_i += s·Σ_j dx_j·K_j, dK_j += s·dx_j·Q_i. clipped_softmax:
 // p = clip((ζ − γ)·π + γ, 0, 1) over the softmax π; the backward goes through the clip
 // (dπ_j = dp_j·(ζ − γ) where 0 < (ζ − γ)·π_j + γ < 1, else 0) and then the softmax's.
-// dsink_h (sink) = −Σ_i p_sink,i·Σ_j p_j·dp_j.
+// dsink_h (sink) = −Σ_i p_sink,i·Σ_j p_j·dp_j. Sigmoid's b: the fixed one, the learnable b_h
+// (dbias_h = Σ_{i,j} dx_j) or −ln n_i per row with n_i counted from the row's own visible keys.
 Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec,
                   const Tensor* dout = nullptr) {
   int64_t B = q.size(0), H = q.size(1), N = q.size(2), M = k.size(2), D = q.size(3);
@@ -40,7 +46,9 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
   r.out.assign(B * H * N * D, 0.0);
   r.lse.assign(B * H * N, 0.0);
   std::vector<long double> dQ(dout ? Q.size() : 0, 0), dK(dout ? K.size() : 0, 0),
-      dV(dout ? V.size() : 0, 0), dS(H, 0);
+      dV(dout ? V.size() : 0, 0), dS(H, 0), dB(H, 0);
+  const std::vector<double> bias_h =
+      spec.sigmoid_bias_param.defined() ? spec.sigmoid_bias_param.to_vector() : std::vector<double>();
   const std::vector<double> sink = spec.sink.defined() ? spec.sink.to_vector() : std::vector<double>();
   const bool clipped = spec.variant == AttentionVariant::ClippedSoftmax;
   const long double stretch = spec.clip_zeta - spec.clip_gamma;
@@ -66,11 +74,15 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
         long double denom = spec.variant == AttentionVariant::Softmax1 ? 1.0L
                             : spec.variant == AttentionVariant::Sink   ? std::exp((long double)sink[h])
                                                                        : 0.0L;
+        int64_t n_vis = 0;
         for (int64_t j = 0; j < M; ++j)
-          if (vis[j]) denom += std::exp(x[j]);
+          if (vis[j]) denom += std::exp(x[j]), ++n_vis;
+        const long double bias = !bias_h.empty()              ? (long double)bias_h[h]
+                                 : spec.sigmoid_bias_per_row ? -std::log((long double)std::max<int64_t>(n_vis, 1))
+                                                             : (long double)spec.sigmoid_bias;
         for (int64_t j = 0; j < M; ++j) {
           if (!vis[j]) continue;
-          if (spec.variant == AttentionVariant::Sigmoid) p[j] = 1 / (1 + std::exp(-(x[j] + spec.sigmoid_bias)));
+          if (spec.variant == AttentionVariant::Sigmoid) p[j] = 1 / (1 + std::exp(-(x[j] + bias)));
           else p[j] = soft[j] = std::exp(x[j]) / denom;
           if (clipped) p[j] = std::clamp(stretch * soft[j] + spec.clip_gamma, 0.0L, 1.0L);
         }
@@ -102,6 +114,7 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
           dx[j] = spec.variant == AttentionVariant::Sigmoid ? dp[j] * p[j] * (1 - p[j])
                   : clipped                                 ? soft[j] * (dp[j] - p_dp)
                                                             : p[j] * (dp[j] - p_dp);
+          if (vis[j]) dB[h] += dx[j];
           const int64_t kj = ((b * H + h) * M + j) * D;
           for (int64_t d = 0; d < D; ++d) {
             dQ[qi + d] += scale * dx[j] * K[kj + d];
@@ -113,6 +126,7 @@ Brute brute_force(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
   r.dk.assign(dK.begin(), dK.end());
   r.dv.assign(dV.begin(), dV.end());
   r.dsink.assign(dS.begin(), dS.end());
+  r.dbias.assign(dB.begin(), dB.end());
   return r;
 }
 
@@ -149,6 +163,7 @@ AttentionSpec make_spec(AttentionVariant v, Mask m, bool alibi, int64_t B, int64
 // The spec for f32 inputs: the sink logits in f32 too.
 AttentionSpec in_f32(AttentionSpec s) {
   if (s.sink.defined()) s.sink = s.sink.to(DType::F32);
+  if (s.sigmoid_bias_param.defined()) s.sigmoid_bias_param = s.sigmoid_bias_param.to(DType::F32);
   return s;
 }
 
@@ -480,4 +495,222 @@ TEST(Attention, ScoreBiasRoutedFusedComposedAndBruteForceAgree) {
   EXPECT_THROW(attention(q, k, k, bad), std::invalid_argument);
   bad.score_bias = rand_tensor({2, 3, 5}, 3, -1, 1, DType::F32);  // wrong dtype
   EXPECT_THROW(attention(q, k, k, bad), std::invalid_argument);
+}
+
+// ---- sigmoid's learnable and per-row biases ---------------------------------------------------
+
+namespace {
+
+enum class BiasForm { kLearnable, kPerRow };
+
+// A sigmoid spec with the learnable b_h (spread around −ln M so that the heads differ) or the
+// per-row b_i; ALiBi off (its interplay with b is the fixed bias's, tested above).
+AttentionSpec bias_spec(BiasForm form, Mask mask, int64_t B, int64_t H, int64_t M) {
+  AttentionSpec s = make_spec(AttentionVariant::Sigmoid, mask, false, B, H, M);
+  s.sigmoid_bias = 7.0;  // must be ignored by both forms: a wrong path gives P ≈ 1
+  if (form == BiasForm::kPerRow) {
+    s.sigmoid_bias_per_row = true;
+  } else {
+    std::vector<double> b;
+    for (int64_t h = 0; h < H; ++h) b.push_back(-std::log(double(M)) + (h % 2 ? -1.1 : 0.7));
+    s.sigmoid_bias_param = from_vector(b, {H}, {DType::F64});
+  }
+  return s;
+}
+
+using BiasCombo = std::tuple<BiasForm, Mask>;
+
+class SigmoidBias : public ::testing::TestWithParam<BiasCombo> {};
+
+// Fused and composed against the brute force, forward and every gradient (the learnable bias's
+// too), on tile-crossing ragged shapes with N < M, N = M and N > M (causal: rows that see
+// nothing, whose per-row n is clamped to 1), in f64; the fused f32 forward against f64.
+TEST_P(SigmoidBias, FusedAndComposedMatchBruteForce) {
+  auto [form, mask] = GetParam();
+  const bool learnable = form == BiasForm::kLearnable;
+  for (auto [N, M] : {std::pair<int64_t, int64_t>{70, 133}, {67, 67}, {133, 70}, {5, 5}}) {
+    SCOPED_TRACE("N=" + std::to_string(N) + " M=" + std::to_string(M));
+    const int64_t B = 2, H = 2, D = 8;
+    AttentionSpec spec = bias_spec(form, mask, B, H, M);
+    auto leaf = [](Tensor t) { return t.set_requires_grad(true); };
+    Tensor q = leaf(mul(rand_tensor({B, H, N, D}, 21), 2.0)), k = leaf(mul(rand_tensor({B, H, M, D}, 22), 2.0)),
+           v = leaf(rand_tensor({B, H, M, D}, 23));
+    Tensor q2 = leaf(q.detach().clone()), k2 = leaf(k.detach().clone()), v2 = leaf(v.detach().clone());
+    Tensor R = rand_tensor({B, H, N, D}, 24);
+    Brute ref = brute_force(q, k, v, spec, &R);
+    auto want = [](const std::vector<double>& x, const Shape& s) { return from_vector(x, s, {DType::F64}); };
+    AttentionSpec s1 = spec, s2 = spec;
+    if (learnable) {
+      s1.sigmoid_bias_param = leaf(spec.sigmoid_bias_param.clone());
+      s2.sigmoid_bias_param = leaf(spec.sigmoid_bias_param.clone());
+    }
+    AttentionOut fused = attention(q, k, v, s1);
+    EXPECT_FALSE(fused.lse.defined());
+    Tensor composed = attention_composed(q2, k2, v2, s2);
+    EXPECT_TRUE(all_close(fused.out, want(ref.out, q.shape()), 1e-12, 1e-10)) << "fused O";
+    EXPECT_TRUE(all_close(composed, want(ref.out, q.shape()), 1e-12, 1e-10)) << "composed O";
+    sum(mul(fused.out, R)).backward();
+    sum(mul(composed, R)).backward();
+    for (const auto& [got, ref_g, name] :
+         {std::tuple<Tensor, std::vector<double>*, const char*>{q.grad(), &ref.dq, "fused dq"},
+          {q2.grad(), &ref.dq, "composed dq"}, {k.grad(), &ref.dk, "fused dk"}, {k2.grad(), &ref.dk, "composed dk"},
+          {v.grad(), &ref.dv, "fused dv"}, {v2.grad(), &ref.dv, "composed dv"}})
+      EXPECT_TRUE(all_close(got, want(*ref_g, got.shape()), 1e-12, 1e-9)) << name;
+    if (learnable) {
+      Tensor db = want(ref.dbias, {H});
+      EXPECT_TRUE(all_close(s1.sigmoid_bias_param.grad(), db, 1e-12, 1e-9)) << "fused dbias";
+      EXPECT_TRUE(all_close(s2.sigmoid_bias_param.grad(), db, 1e-12, 1e-9)) << "composed dbias";
+      EXPECT_GT(std::abs(ref.dbias[0]), 1e-2);  // a gradient that is there to be wrong
+    }
+    AttentionOut f32 = attention(q.detach().to(DType::F32), k.detach().to(DType::F32),
+                                 v.detach().to(DType::F32), in_f32(spec));
+    EXPECT_TRUE(all_close(f32.out, want(ref.out, q.shape()), 2e-5, 2e-4)) << "f32 fused O";
+  }
+}
+
+std::string bias_combo_name(const ::testing::TestParamInfo<BiasCombo>& info) {
+  static const char* const kMasks[] = {"full", "causal", "padding", "causal_padding"};
+  return std::string(std::get<0>(info.param) == BiasForm::kLearnable ? "learnable" : "per_row") + "_" +
+         kMasks[std::get<1>(info.param)];
+}
+
+INSTANTIATE_TEST_SUITE_P(BothForms, SigmoidBias,
+                         ::testing::Combine(::testing::Values(BiasForm::kLearnable, BiasForm::kPerRow),
+                                            ::testing::Values(kFull, kCausal, kPadding, kCausalPadding)),
+                         bias_combo_name);
+
+}  // namespace
+
+// The per-row bias from its definition, not the brute force's loop: with q = k = 0 every visible
+// P is σ(−ln n_i) = 1/(1 + n_i), so with V = 1 row i's output is n_i/(n_i + 1): causal N = M
+// n_i = i + 1, padded n_i = the batch's length, both: min(i + 1, length), none: M.
+TEST(Attention, PerRowSigmoidBiasIsMinusLogOfTheRowsKeys) {
+  const int64_t B = 2, N = 6, M = 6, D = 2;
+  Tensor q = zeros({B, 1, N, D}, {DType::F64}), k = zeros({B, 1, M, D}, {DType::F64});
+  Tensor v = ones({B, 1, M, D}, {DType::F64});
+  const std::vector<int64_t> lengths = {4, 6};
+  for (bool causal : {false, true})
+    for (bool padded : {false, true}) {
+      AttentionSpec spec;
+      spec.variant = AttentionVariant::Sigmoid;
+      spec.sigmoid_bias_per_row = true;
+      spec.causal = causal;
+      if (padded) spec.key_padding_lengths = lengths;
+      for (bool fused : {true, false}) {
+        std::vector<double> o = (fused ? attention(q, k, v, spec).out : attention_composed(q, k, v, spec)).to_vector();
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t i = 0; i < N; ++i) {
+            int64_t n = padded ? lengths[b] : M;
+            if (causal) n = std::min(n, i + 1);
+            EXPECT_NEAR(o[(b * N + i) * D], double(n) / (n + 1), 1e-15)
+                << (fused ? "fused" : "composed") << (causal ? " causal" : "") << (padded ? " padded" : "")
+                << " b " << b << " row " << i;
+          }
+      }
+      // attention_rows (the model statistics) sees the same P: 1/(1 + n_i) on visible keys.
+      AttentionRows r = attention_rows(q, k, spec, {0, N - 1});
+      std::vector<double> p = r.probs.to_vector();
+      const int64_t n0 = causal ? 1 : padded ? lengths[0] : M;
+      EXPECT_NEAR(p[0], 1.0 / (1 + n0), 1e-15);
+    }
+}
+
+// The learnable bias is b itself: at b_h = the fixed b the output is the fixed-bias output; the
+// spec's checks name what is wrong.
+TEST(Attention, LearnableSigmoidBiasAtTheFixedValueIsTheFixedBias) {
+  const int64_t B = 1, H = 3, N = 7, M = 7, D = 4;
+  AttentionSpec fixed = make_spec(AttentionVariant::Sigmoid, kCausal, true, B, H, M);
+  AttentionSpec learnt = fixed;
+  learnt.sigmoid_bias_param = full({H}, fixed.sigmoid_bias, {DType::F64});
+  learnt.sigmoid_bias = 0;
+  Tensor q = rand_tensor({B, H, N, D}, 51), k = rand_tensor({B, H, M, D}, 52), v = rand_tensor({B, H, M, D}, 53);
+  EXPECT_TRUE(all_close(attention(q, k, v, learnt).out, attention(q, k, v, fixed).out, 0, 1e-15));
+  AttentionSpec bad = learnt;
+  bad.sigmoid_bias_param = full({H + 1}, -1.0, {DType::F64});
+  EXPECT_THROW(attention(q, k, v, bad), std::invalid_argument);
+  bad = learnt;
+  bad.sigmoid_bias_per_row = true;
+  EXPECT_THROW(attention(q, k, v, bad), std::invalid_argument);
+  bad = learnt;
+  bad.variant = AttentionVariant::Softmax;
+  EXPECT_THROW(attention(q, k, v, bad), std::invalid_argument);
+  bad = fixed;
+  bad.variant = AttentionVariant::Softmax;
+  bad.sigmoid_bias_per_row = true;
+  EXPECT_THROW(attention(q, k, v, bad), std::invalid_argument);
+}
+
+// The config key: its three values reach the model's config, anything else is an error that
+// names the key and the choices.
+TEST(SigmoidBiasConfig, ModeKeyValuesAndError) {
+  config::Config c = config::Config::defaults();
+  c.set("attention.sigmoid_bias=-2");
+  EXPECT_EQ(tasks::block_config(c).attention.sigmoid_bias_mode, nn::SigmoidBiasMode::Fixed);  // the default
+  c.set("attention.sigmoid_bias_mode=learnable");
+  EXPECT_EQ(tasks::block_config(c).attention.sigmoid_bias_mode, nn::SigmoidBiasMode::Learnable);
+  c.set("attention.sigmoid_bias_mode=per_row");
+  EXPECT_EQ(tasks::block_config(c).attention.sigmoid_bias_mode, nn::SigmoidBiasMode::PerRow);
+  c.set("attention.sigmoid_bias_mode=fixed");
+  EXPECT_EQ(tasks::block_config(c).attention.sigmoid_bias_mode, nn::SigmoidBiasMode::Fixed);
+  try {
+    c.set("attention.sigmoid_bias_mode=dynamic");
+    ADD_FAILURE() << "an unknown mode was accepted";
+  } catch (const config::ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("config key 'attention.sigmoid_bias_mode'"), std::string::npos) << what;
+    EXPECT_NE(what.find("fixed, learnable, per_row"), std::string::npos) << what;
+  }
+}
+
+// The layer: learnable registers "sigmoid_bias" [H] at the configured b, without weight decay,
+// and its gradient through the whole layer is the central difference of the loss (f64); per_row
+// and fixed register nothing, per_row sets the spec's flag.
+TEST(SigmoidBiasLayer, LearnableIsAParameterPerRowIsAFlag) {
+  nn::BlockConfig c;
+  c.d_model = 8;
+  c.n_heads = 2;
+  c.attention.variant = AttentionVariant::Sigmoid;
+  c.attention.causal = true;
+  c.attention.position = nn::PositionKind::None;
+  c.attention.sigmoid_bias = -1.5;
+  auto find = [](const nn::SelfAttention& a, const std::string& name) -> const Param* {
+    static ParamList ps;
+    ps = a.parameters();
+    for (const Param& p : ps)
+      if (p.name == name) return &p;
+    return nullptr;
+  };
+  for (nn::SigmoidBiasMode mode : {nn::SigmoidBiasMode::Fixed, nn::SigmoidBiasMode::PerRow}) {
+    c.attention.sigmoid_bias_mode = mode;
+    Generator gen(3);
+    nn::SelfAttention a(c, 0.02, gen, DType::F64);
+    EXPECT_EQ(find(a, "sigmoid_bias"), nullptr);
+    EXPECT_EQ(a.spec.sigmoid_bias_per_row, mode == nn::SigmoidBiasMode::PerRow);
+  }
+  c.attention.sigmoid_bias_mode = nn::SigmoidBiasMode::Learnable;
+  Generator gen(3);
+  nn::SelfAttention a(c, 0.3, gen, DType::F64);
+  const Param* p = find(a, "sigmoid_bias");
+  ASSERT_NE(p, nullptr);
+  EXPECT_FALSE(p->weight_decay);
+  EXPECT_EQ(p->value.to_vector(), (std::vector<double>{-1.5, -1.5}));
+  EXPECT_FALSE(a.spec.sigmoid_bias_per_row);
+  Tensor bias = p->value;
+  Tensor x = rand_tensor({2, 5, 8}, 61), R = rand_tensor({2, 5, 8}, 62);
+  sum(mul(a.forward(x, {5, 3}), R)).backward();
+  const std::vector<double> grad = bias.grad().to_vector();
+  for (int64_t h = 0; h < 2; ++h) {
+    auto loss_at = [&](double delta) {
+      autograd::NoGradGuard no_grad;
+      double* b = bias.data<double>();
+      const double saved = b[h];
+      b[h] = saved + delta;
+      const double l = sum(mul(a.forward(x, {5, 3}), R)).item();
+      b[h] = saved;
+      return l;
+    };
+    const double eps = 1e-5, fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
+    EXPECT_NEAR(grad[h], fd, 1e-7 * (1 + std::abs(fd))) << "head " << h;
+    EXPECT_GT(std::abs(fd), 1e-3) << "head " << h;
+  }
 }

@@ -133,6 +133,51 @@ TEST(GpuAttentionSink, ForwardAndSinkGradient) {
   }
 }
 
+// Sigmoid's two other biases on the flash kernels against the f64 CPU op: the learnable b_h (read
+// per CTA; its gradient Σ dS reduced per warp and added per head with one atomic) and the per-row
+// b_i = −ln n_i (computed per row in both kernels). O, dq, dk, dv within the flash tolerances,
+// and ∂L/∂b_h to 1e-2 of its largest entry, as the sink's. Causal with padding (rows of few keys,
+// where −ln n_i is far from −ln M), padding alone, and causal with N > M (rows that see nothing).
+// spec.sigmoid_bias is 7 so that a kernel reading the fixed b gives P ≈ 1, an O(1) error.
+TEST(GpuAttentionSigmoidBias, LearnableAndPerRowMatchTheCpuOp) {
+  SKIP_WITHOUT_GPU();
+  struct Shape {
+    bool causal, padding;
+    int64_t N, M;
+  };
+  for (int64_t D : {64, 128})
+    for (bool learnable : {true, false})
+      for (Shape sh : {Shape{true, true, 70, 133}, Shape{false, true, 77, 200}, Shape{true, false, 150, 90}}) {
+        FlashCase c{AttentionVariant::Sigmoid, D, 2, 3, sh.N, sh.M, sh.causal, sh.padding, false, 81};
+        SCOPED_TRACE(c.name() + (learnable ? " learnable bias" : " per-row bias"));
+        FlashInputs in = make_flash_inputs(c);
+        in.spec.sigmoid_bias = 7.0;
+        in.spec.sigmoid_bias_per_row = !learnable;
+        const Tensor bias = from_vector({-4.5, -3.25, -5.75}, {3}, {DType::F64});  // exact in bf16
+        Tensor q = in.q.clone().set_requires_grad(true), k = in.k.clone().set_requires_grad(true),
+               v = in.v.clone().set_requires_grad(true), b = bias.clone().set_requires_grad(true);
+        AttentionSpec spec = in.spec;
+        if (learnable) spec.sigmoid_bias_param = b;
+        AttentionOut r = attention(q, k, v, spec);
+        r.out.backward(in.dout);
+        Tensor qd = to_device_bf16(in.q, true), kd = to_device_bf16(in.k, true), vd = to_device_bf16(in.v, true),
+               bd = to_device_bf16(bias, true);
+        AttentionSpec dspec = in.spec;
+        if (learnable) dspec.sigmoid_bias_param = bd;
+        AttentionOut g = attention(qd, kd, vd, dspec);
+        g.out.backward(to_device_bf16(in.dout, false));
+        FlashOutputs want{r.out.detach(), r.lse, q.grad(), k.grad(), v.grad()};
+        expect_flash_matches(c, want, g.out.to_vector(), {}, qd.grad().to_vector(), kd.grad().to_vector(),
+                             vd.grad().to_vector());
+        if (learnable) {
+          ASSERT_TRUE(bd.grad().defined());
+          EXPECT_EQ(bd.grad().dtype(), DType::BF16);
+          EXPECT_TRUE(close_normalised(bd.grad().to_vector(), b.grad().to_vector(), 1, kFlashTolOut,
+                                       c.name() + " dbias"));
+        }
+      }
+}
+
 // The sigmoid forward with its reciprocal on the FMA pipe (ATTNLAB_SIGMOID_RCP=fma; relative
 // error ≤ 1.05e-4 on P, far inside the bf16 tolerance): the matrix's hardest masks at both head
 // dims, and fully masked rows, which must still give O = 0 exactly.

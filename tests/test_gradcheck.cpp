@@ -225,6 +225,28 @@ std::vector<GradCase> all_cases() {
            [=](const V& x) { return attention(x[0], x[1], x[2], sink_spec(false, x[3])).out; });
   add_case("attention_sink_masked_alibi", {OpId::Attention}, {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}, {2}},
            [=](const V& x) { return attention(x[0], x[1], x[2], sink_spec(true, x[3])).out; });
+  // sigmoid's learnable bias b_h (a fourth input, [H]) and per-row bias −ln n_i: full, causal with
+  // N > M (rows that see nothing), key padding, and causal + padding + ALiBi.
+  auto bias_spec = [](bool causal, bool padding, bool alibi, const Tensor& bias) {
+    AttentionSpec s = spec_of(AttentionVariant::Sigmoid, causal, padding, alibi);
+    if (bias.defined()) s.sigmoid_bias_param = bias;
+    else s.sigmoid_bias_per_row = true;
+    return s;
+  };
+  add_case("attention_sigmoid_learnable_bias_full", {OpId::Attention}, {{2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}, {2}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], bias_spec(false, false, false, x[3])).out; });
+  add_case("attention_sigmoid_learnable_bias_masked_alibi", {OpId::Attention},
+           {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}, {2}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], bias_spec(true, true, true, x[3])).out; });
+  add_case("attention_sigmoid_per_row_bias_full", {OpId::Attention}, {{2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], bias_spec(false, false, false, Tensor())).out; });
+  add_case("attention_sigmoid_per_row_bias_causal", {OpId::Attention}, {{2, 2, 6, 3}, {2, 2, 4, 3}, {2, 2, 4, 3}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], bias_spec(true, false, false, Tensor())).out; });
+  add_case("attention_sigmoid_per_row_bias_padding", {OpId::Attention}, {{2, 2, 4, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], bias_spec(false, true, false, Tensor())).out; });
+  add_case("attention_sigmoid_per_row_bias_masked_alibi", {OpId::Attention},
+           {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}},
+           [=](const V& x) { return attention(x[0], x[1], x[2], bias_spec(true, true, true, Tensor())).out; });
   add_case("attention_clipped_softmax", {OpId::Softmax, OpId::Relu}, {{2, 2, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}},
            [](const V& x) {
              AttentionSpec s = spec_of(AttentionVariant::ClippedSoftmax, true, true, false);

@@ -1,6 +1,8 @@
 // Parity with PyTorch for the whole DecoderLM (src/models/lm): a 2-layer LM in f64 for every
 // combination of attention variant {softmax, sigmoid, softmax1} x position {rope, alibi, learned}
-// x norm placement {pre, post, hybrid} x QK-norm {off, on} x LayerScale {off, on} (108 models),
+// x norm placement {pre, post, hybrid} x QK-norm {off, on} x LayerScale {off, on} (108 models)
+// and a few of the other variants and forms (sink, clipped_softmax, gated; sigmoid with a
+// learnable per-head bias and with the per-row bias −ln n_i),
 // against an independent torch implementation of the same model (tests/lm_parity_reference.py,
 // Debian's python3-torch) built from our parameters by their dotted names.
 //
@@ -88,6 +90,7 @@ struct Combo {
   // The less common paths, switched on for a spread of the combos.
   bool rms_norm = false, swiglu = false, untied = false, qk_rms = false;
   bool gated = false;  // gated attention over `variant`
+  nn::SigmoidBiasMode bias_mode = nn::SigmoidBiasMode::Fixed;  // sigmoid's b
 };
 
 // The 54 combos of the three seed variants come first (index = (((v·3 + p)·3 + pl)·2 + qk)·2 + ls);
@@ -121,6 +124,8 @@ std::string combo_name(const Combo& c) {
   if (c.untied) n += "_untied";
   if (c.qk_rms) n += "_qkrms";
   if (c.gated) n += "_gated";
+  if (c.bias_mode == nn::SigmoidBiasMode::Learnable) n += "_learnable_bias";
+  if (c.bias_mode == nn::SigmoidBiasMode::PerRow) n += "_per_row_bias";
   return n;
 }
 
@@ -166,6 +171,18 @@ std::vector<Combo> make_combos() {
       c.qk_norm = c.layer_scale = rich;
       out.push_back(c);
     }
+  // sigmoid's learnable and per-row biases, in the same two settings.
+  for (nn::SigmoidBiasMode mode : {nn::SigmoidBiasMode::Learnable, nn::SigmoidBiasMode::PerRow})
+    for (bool rich : {false, true}) {
+      Combo c;
+      c.index = static_cast<int>(out.size());
+      c.variant = AttentionVariant::Sigmoid;
+      c.bias_mode = mode;
+      c.position = rich ? PositionKind::Alibi : PositionKind::Rope;
+      c.placement = rich ? NormPlacement::Hybrid : NormPlacement::Pre;
+      c.qk_norm = c.layer_scale = rich;
+      out.push_back(c);
+    }
   return out;
 }
 
@@ -183,6 +200,7 @@ nn::ModelConfig make_config(const Combo& c, const Sizes& z) {
   m.attention.variant = c.variant;
   m.attention.causal = true;
   m.attention.sigmoid_bias = -std::log(static_cast<double>(z.T));
+  m.attention.sigmoid_bias_mode = c.bias_mode;
   m.attention.qk_norm = c.qk_norm;
   m.attention.qk_norm_kind = c.qk_rms ? NormKind::Rms : NormKind::Layer;
   m.attention.layer_scale = c.layer_scale;
@@ -215,7 +233,10 @@ json config_json(const Combo& c, const nn::ModelConfig& m) {
               {"rope_base", m.attention.rope_base},
               {"gated", c.gated},
               {"clip_gamma", m.attention.clip_gamma},
-              {"clip_zeta", m.attention.clip_zeta}};
+              {"clip_zeta", m.attention.clip_zeta},
+              {"sigmoid_bias_mode", c.bias_mode == nn::SigmoidBiasMode::Learnable ? "learnable"
+                                    : c.bias_mode == nn::SigmoidBiasMode::PerRow  ? "per_row"
+                                                                                 : "fixed"}};
 }
 
 // ---- one model, deterministically -----------------------------------------------------------

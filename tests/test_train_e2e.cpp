@@ -25,6 +25,8 @@ TEST(ConfigErrors, OutOfRangeAndBadChoiceNameTheKey) {
   expect_config_error(tiny(d, 3) + " --set train.lr=0", "config key 'train.lr' (--set): 0 is out of range (must be > 0", d);
   expect_config_error(tiny(d, 3) + " --set attention.variant=relu",
                       "config key 'attention.variant' (--set): 'relu' is not one of softmax, sigmoid, softmax1", d);
+  expect_config_error(tiny(d, 3) + " --set attention.sigmoid_bias_mode=dynamic",
+                      "config key 'attention.sigmoid_bias_mode' (--set): 'dynamic' is not one of fixed, learnable, per_row", d);
   expect_config_error(tiny(d, 3) + " --set model.n_heads=3", "config key 'model.n_heads': 3 does not divide model.d_model = 32", d);
 }
 

@@ -115,6 +115,8 @@ class ExpectedParams(dict):
                 self.norm(p + "attn.k_norm", Dh, c["qk_norm_kind"])
             if c["variant"] == "sink":
                 self[p + "attn.sink"] = ([c["n_heads"]], False)
+            if c["variant"] == "sigmoid" and c.get("sigmoid_bias_mode", "fixed") == "learnable":
+                self[p + "attn.sigmoid_bias"] = ([c["n_heads"]], False)
             if c.get("gated", False):
                 self.linear(p + "attn.gate", D, c["n_heads"], True)
             if c["mlp"] == "gelu":
@@ -216,13 +218,30 @@ class Transformer:
         s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(Dh)  # [B, H, T, T]
         if c["position"] == "alibi":
             s = s + self.alibi_bias(T)
-        p = attention_weights(s, c["variant"], self.visible(T), self.sigmoid_bias(T),
+        p = attention_weights(s, c["variant"], self.visible(T), self.sigmoid_bias_of(prefix, T),
                               self.P.get(prefix + ".sink"), (c.get("clip_gamma", -0.025), c.get("clip_zeta", 1.0)))
         o = torch.matmul(p, v)  # [B, H, T, Dh]
         if c.get("gated", False):  # each head times σ(gate(x)) per token
             o = o * torch.sigmoid(self.linear(prefix + ".gate", x)).transpose(1, 2).unsqueeze(-1)
         o = o.transpose(1, 2).reshape(B, T, D)
         return self.linear(prefix + ".wo", o)
+
+    def sigmoid_bias_of(self, prefix, T):
+        """b of sigmoid attention by c["sigmoid_bias_mode"]: fixed (the model's rule), learnable
+        (the layer's parameter, one per head) or per_row (-ln of the keys each query row sees,
+        counted from the mask; at least 1)."""
+        mode = self.c.get("sigmoid_bias_mode", "fixed")
+        if mode == "learnable":
+            return self.P[prefix + ".sigmoid_bias"].reshape(1, self.H, 1, 1)
+        if mode == "per_row":
+            vis = self.visible(T)
+            if vis is None:
+                return -math.log(T)
+            n = vis.sum(dim=-1, keepdim=True).clamp(min=1).to(torch.float64)  # [.., T, 1]
+            return -torch.log(n)
+        if mode != "fixed":
+            raise ValueError("unknown sigmoid_bias_mode " + mode)
+        return self.sigmoid_bias(T)
 
     def mlp(self, prefix, x):
         if self.c["mlp"] == "gelu":

@@ -38,6 +38,9 @@ SelfAttention::SelfAttention(const BlockConfig& c, double out_std, Generator& ge
   spec.clip_gamma = a.clip_gamma;
   spec.clip_zeta = a.clip_zeta;
   if (a.variant == AttentionVariant::Sink) sink = register_param("sink", full({c.n_heads}, a.sink_init, {dt}), false);
+  if (a.variant == AttentionVariant::Sigmoid && a.sigmoid_bias_mode == SigmoidBiasMode::Learnable)
+    sigmoid_bias = register_param("sigmoid_bias", full({c.n_heads}, a.sigmoid_bias, {dt}), false);
+  spec.sigmoid_bias_per_row = a.variant == AttentionVariant::Sigmoid && a.sigmoid_bias_mode == SigmoidBiasMode::PerRow;
   if (a.gated) {
     if (!(a.gate_init > 0 && a.gate_init < 1))
       throw std::invalid_argument("attention.gate_init must be in (0, 1), got " + std::to_string(a.gate_init));
@@ -65,6 +68,7 @@ Tensor SelfAttention::forward(const Tensor& x, const std::vector<int64_t>& key_l
   s.key_padding_lengths = key_lengths;
   s.score_bias = working(spec.score_bias);  // in the activations' dtype (undefined stays so)
   s.sink = working(sink);
+  s.sigmoid_bias_param = working(sigmoid_bias);
   if (tap()) tap()->attention(path(), q, k, s);
   Tensor o = attention(q, k, v, s).out;
   if (gate) {  // o_h ∘ σ(gate(x))_h: [B, T, H] -> [B, H, T, 1]

@@ -1,5 +1,7 @@
 // Multi-head self-attention with a choice of variant, QK-norm, RoPE / ALiBi and masks.
-// sink: a learnable logit per head ("sink", [H], no weight decay). Gated attention (Bondarenko et
+// sink: a learnable logit per head ("sink", [H], no weight decay). Sigmoid with a learnable bias:
+// b per head ("sigmoid_bias", [H], no weight decay, starting at the config's b); per-row bias: the
+// spec's flag, nothing learnt. Gated attention (Bondarenko et
 // al., 2023): each head's output is multiplied per token by σ(gate(x))_h, gate a Linear
 // d_model -> n_heads whose bias starts at ln(g/(1 − g)) so the gate starts near g (0.25, their
 // OPT recipe); it works over any variant.
@@ -29,6 +31,7 @@ class SelfAttention : public Module {
   Norm *q_norm = nullptr, *k_norm = nullptr;  // over the head dim, shared across heads
   Linear* gate = nullptr;                      // gated attention
   Tensor sink;                                 // sink variant: [H]
+  Tensor sigmoid_bias;                         // sigmoid, learnable bias: [H]
 };
 
 }  // namespace attn::nn

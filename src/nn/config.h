@@ -13,6 +13,9 @@ enum class NormKind { Layer, Rms };
 enum class NormPlacement { Pre, Post, Hybrid };
 enum class PositionKind { None, Learned, Sinusoidal, Rope, Alibi };
 enum class MlpKind { Gelu, SwiGlu };
+// Sigmoid attention's b: fixed (sigmoid_bias), learnable per head (starting at sigmoid_bias), or
+// per query row −ln n_i (n_i the keys the row sees; sigmoid_bias unused).
+enum class SigmoidBiasMode { Fixed, Learnable, PerRow };
 
 // How a Linear's weights start. normal: N(0, std), biases 0 (GPT-2; init_std, scaled for the
 // output projections when the model says so). fan_in: PyTorch's nn.Linear default,
@@ -36,6 +39,7 @@ struct PositionGrid {
 struct AttentionConfig {
   AttentionVariant variant = AttentionVariant::Softmax;
   double sigmoid_bias = 0;  // b; the task's rule: -ln n, n the tokens a query sees in training
+  SigmoidBiasMode sigmoid_bias_mode = SigmoidBiasMode::Fixed;  // sigmoid only
   bool causal = true;       // false: bidirectional (ViT, speech encoder)
   bool qk_norm = false;
   NormKind qk_norm_kind = NormKind::Layer;

@@ -61,6 +61,22 @@ AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
     if (s.dtype() != q.dtype() || !(s.device() == q.device()))
       throw std::invalid_argument("attention: spec.sink must have q's dtype and device");
   }
+  if (const Tensor& b = spec.sigmoid_bias_param; b.defined()) {
+    if (spec.variant != AttentionVariant::Sigmoid)
+      throw std::invalid_argument(std::string("attention: spec.sigmoid_bias_param is for the sigmoid variant, not ") +
+                                  variant_name(spec.variant));
+    if (spec.sigmoid_bias_per_row)
+      throw std::invalid_argument(
+          "attention: a sigmoid bias is either learnable (sigmoid_bias_param) or per row, not both");
+    if (b.dim() != 1 || b.size(0) != d.H)
+      throw std::invalid_argument("attention: spec.sigmoid_bias_param must be [H] = [" +
+                                  std::to_string(d.H) + "], got " + shape_str(b.shape()));
+    if (b.dtype() != q.dtype() || !(b.device() == q.device()))
+      throw std::invalid_argument("attention: spec.sigmoid_bias_param must have q's dtype and device");
+  }
+  if (spec.sigmoid_bias_per_row && spec.variant != AttentionVariant::Sigmoid)
+    throw std::invalid_argument(std::string("attention: sigmoid_bias_per_row is for the sigmoid variant, not ") +
+                                variant_name(spec.variant));
   if (spec.variant == AttentionVariant::ClippedSoftmax && !(spec.clip_gamma <= 0 && spec.clip_zeta >= 1))
     throw std::invalid_argument("attention: clipped_softmax needs γ <= 0 and ζ >= 1, got γ = " +
                                 std::to_string(spec.clip_gamma) + ", ζ = " + std::to_string(spec.clip_zeta));
@@ -79,17 +95,18 @@ AttnDims check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
 
 namespace {
 
-cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec, const std::vector<double>& sink) {
+// sink: the sink logits, bias: the learnable sigmoid biases (host copies; empty when not used).
+cpu::AttnShape cpu_shape(const AttnDims& d, const AttentionSpec& spec, const std::vector<double>& sink,
+                         const std::vector<double>& bias) {
   cpu::AttnKind kind = spec.variant == AttentionVariant::Softmax   ? cpu::AttnKind::Softmax
                        : spec.variant == AttentionVariant::Sigmoid ? cpu::AttnKind::Sigmoid
                        : spec.variant == AttentionVariant::Sink    ? cpu::AttnKind::Sink
                                                                    : cpu::AttnKind::Softmax1;
   return {d.B, d.H, d.N, d.M, d.D, kind, d.scale, spec.sigmoid_bias, spec.causal,
           spec.key_padding_lengths.empty() ? nullptr : spec.key_padding_lengths.data(),
-          spec.alibi_slopes.empty() ? nullptr : spec.alibi_slopes.data(), sink.empty() ? nullptr : sink.data()};
+          spec.alibi_slopes.empty() ? nullptr : spec.alibi_slopes.data(), sink.empty() ? nullptr : sink.data(),
+          bias.empty() ? nullptr : bias.data(), spec.sigmoid_bias_per_row};
 }
-
-
 
 }  // namespace
 
@@ -127,29 +144,40 @@ AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   bool has_lse = spec.variant != AttentionVariant::Sigmoid;
   const bool sink = spec.variant == AttentionVariant::Sink;
   const std::vector<double> sink_values = sink ? spec.sink.to_vector() : std::vector<double>();
+  const bool learnable_bias = spec.sigmoid_bias_param.defined();
+  const std::vector<double> bias_values = learnable_bias ? spec.sigmoid_bias_param.to_vector() : std::vector<double>();
   Tensor o = Tensor::empty(q.shape(), q.dtype());
   Tensor lse = has_lse ? Tensor::empty({d.B, d.H, d.N}, q.dtype()) : Tensor();
   dispatch_float(q.dtype(), "attention", [&](auto tag) {
     using T = decltype(tag);
-    cpu::attention_forward<T>(cpu_shape(d, spec, sink_values), q.data<T>(), k.data<T>(), v.data<T>(),
+    cpu::attention_forward<T>(cpu_shape(d, spec, sink_values, bias_values), q.data<T>(), k.data<T>(), v.data<T>(),
                               o.data<T>(), has_lse ? lse.data<T>() : nullptr);
   });
   std::vector<Tensor> inputs = {q, k, v};
   if (sink) inputs.push_back(spec.sink);
+  if (learnable_bias) inputs.push_back(spec.sigmoid_bias_param);
+  // The backward needs the spec's options, not its tensors (their values are in the host copies):
+  // a closure must not keep an input alive (docs/architecture.md, autograd).
+  AttentionSpec kept = spec;
+  kept.sink = kept.sigmoid_bias_param = kept.score_bias = Tensor();
   Tensor out = autograd::record(
       OpId::Attention, o, inputs,
       [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), sd = sink ? spec.sink.detach() : Tensor(),
-       lse, d, spec, sink_values](const Tensor& g) {
+       lse, d, spec = std::move(kept), sink_values, bias_values, learnable_bias](const Tensor& g) {
         Tensor dq = Tensor::empty(qd.shape(), qd.dtype()), dk = Tensor::empty(kd.shape(), kd.dtype()),
                dv = Tensor::empty(vd.shape(), vd.dtype());
+        // The learnable bias: Σ dS per (batch, head) from the kernel, summed over the batch here.
+        Tensor dbias = learnable_bias ? Tensor::empty({d.B, d.H}, qd.dtype()) : Tensor();
         dispatch_float(qd.dtype(), "attention backward", [&](auto tag) {
           using T = decltype(tag);
-          cpu::attention_backward<T>(cpu_shape(d, spec, sink_values), qd.data<T>(), kd.data<T>(), vd.data<T>(),
-                                     od.data<T>(), lse.defined() ? lse.data<T>() : nullptr,
-                                     g.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
+          cpu::attention_backward<T>(cpu_shape(d, spec, sink_values, bias_values), qd.data<T>(), kd.data<T>(),
+                                     vd.data<T>(), od.data<T>(), lse.defined() ? lse.data<T>() : nullptr,
+                                     g.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>(),
+                                     learnable_bias ? dbias.data<T>() : nullptr);
         });
         std::vector<Tensor> grads = {dq, dk, dv};
         if (sd.defined()) grads.push_back(sink_grad(sd, lse, od, g));
+        if (learnable_bias) grads.push_back(sum(dbias, 0));
         return grads;
       });
   return {out, lse};

@@ -2,10 +2,12 @@
 //   S = s·Q·Kᵀ + ALiBi + spec.score_bias, masked entries -inf
 //   softmax:   P = softmax(S)
 //   softmax_1: P = softmax([S, 0])[:, :M]   (an extra key with logit 0 and value 0)
-//   sigmoid:   P = σ(S + b)                 (0 where masked: σ(−inf))
+//   sigmoid:   P = σ(S + b)                 (0 where masked: σ(−inf)); b the fixed spec.sigmoid_bias,
+//              the learnable b_h (autograd gives Σ dS per head) or the per-row −ln n_i
 //   sink:      P = softmax([S, sink_h])[:, :M]  (the sink's key has value 0)
 //   clipped:   P = clip((ζ − γ)·softmax(S) + γ, 0, 1), the clip as 1 − relu(1 − relu(·))
 //   O = P·V
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -40,6 +42,31 @@ Tensor score_bias(const AttnDims& d, const AttentionSpec& spec, const std::vecto
           else if (alibi) x = -spec.alibi_slopes[h] * std::abs(static_cast<double>(qpos - j));
         }
   return from_vector(v, {Bb, Hb, R, d.M}, {dt, dev});
+}
+
+// The per-row sigmoid bias −ln n_i of the query rows `rows`, [B or 1, 1, R, 1]: n_i the keys row
+// i sees (min(length_b, i + M − N + 1) with causal masking and padding), at least 1 so that a row
+// that sees nothing gets a finite b (all its P are 0 anyway).
+Tensor per_row_sigmoid_bias(const AttnDims& d, const AttentionSpec& spec, const std::vector<int64_t>& rows,
+                            DType dt, Device dev) {
+  const bool padded = !spec.key_padding_lengths.empty();
+  const int64_t Bb = padded ? d.B : 1, R = static_cast<int64_t>(rows.size());
+  std::vector<double> v(Bb * R);
+  for (int64_t b = 0; b < Bb; ++b)
+    for (int64_t r = 0; r < R; ++r) {
+      int64_t n = padded ? std::clamp<int64_t>(spec.key_padding_lengths[b], 0, d.M) : d.M;
+      if (spec.causal) n = std::min(n, rows[r] + d.M - d.N + 1);
+      v[b * R + r] = -std::log(static_cast<double>(std::max<int64_t>(n, 1)));
+    }
+  return from_vector(v, {Bb, 1, R, 1}, {dt, dev});
+}
+
+// s + b for sigmoid attention: the spec's fixed b, its learnable b_h or the per-row b_i.
+Tensor add_sigmoid_bias(const Tensor& s, const AttnDims& d, const AttentionSpec& spec,
+                        const std::vector<int64_t>& rows) {
+  if (spec.sigmoid_bias_param.defined()) return add(s, reshape(spec.sigmoid_bias_param, {1, d.H, 1, 1}));
+  if (spec.sigmoid_bias_per_row) return add(s, per_row_sigmoid_bias(d, spec, rows, s.dtype(), s.device()));
+  return add(s, spec.sigmoid_bias);
 }
 
 // x's rows `rows` along `axis` (x itself when they are all of them, in order).
@@ -81,7 +108,7 @@ AttentionRows attention_rows(const Tensor& q, const Tensor& k, const AttentionSp
       break;
     }
     case AttentionVariant::Sigmoid:
-      p = sigmoid(add(s, spec.sigmoid_bias));
+      p = sigmoid(add_sigmoid_bias(s, d, spec, rows));
       break;
     case AttentionVariant::Sink: {
       Tensor sink_logit = add(zeros({d.B, d.H, s.size(2), 1}, {q.dtype(), q.device()}),

@@ -57,6 +57,9 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   if (!spec.alibi_slopes.empty()) slopes = from_vector(spec.alibi_slopes, {d.H}, {DType::F32, dev});
   const bool with_sink = spec.variant == AttentionVariant::Sink;
   Tensor sink32 = with_sink ? cast(spec.sink.detach(), DType::F32) : Tensor();
+  // The learnable sigmoid bias in f32 for the kernels, which also give its gradient.
+  const bool learnable_bias = spec.sigmoid_bias_param.defined();
+  Tensor bias32 = learnable_bias ? cast(spec.sigmoid_bias_param.detach(), DType::F32) : Tensor();
 
   cuda::FlashAttnConfig cfg;
   cfg.B = d.B;
@@ -71,6 +74,8 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
   cfg.key_len = cptr<int32_t>(key_len);
   cfg.alibi_slopes = cptr<float>(slopes);
   cfg.sink = cptr<float>(sink32);
+  cfg.sigmoid_bias_h = cptr<float>(bias32);
+  cfg.sigmoid_bias_per_row = spec.sigmoid_bias_per_row;
   cfg.sigmoid_rcp_fma = cuda::sigmoid_rcp_fma_requested();
   cfg.device = dev.index;
 
@@ -82,10 +87,12 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
 
   std::vector<Tensor> inputs = {q, k, v};
   if (with_sink) inputs.push_back(spec.sink);
+  if (learnable_bias) inputs.push_back(spec.sigmoid_bias_param);
   Tensor out = autograd::record(
       OpId::Attention, o, inputs,
-      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), lse, key_len, slopes, sink32,
-       sink_dtype = with_sink ? spec.sink.dtype() : DType::F32, cfg, dev](const Tensor& g) {
+      [qd = q.detach(), kd = k.detach(), vd = v.detach(), od = o.detach(), lse, key_len, slopes, sink32, bias32,
+       sink_dtype = with_sink ? spec.sink.dtype() : DType::F32,
+       bias_dtype = learnable_bias ? spec.sigmoid_bias_param.dtype() : DType::F32, cfg, dev](const Tensor& g) {
         Tensor gd = g.device() == dev ? g : g.to(dev);
         if (gd.dtype() != DType::BF16) gd = gd.to(DType::BF16);
         Tensor dq = Tensor::empty(qd.shape(), DType::BF16, dev);
@@ -93,10 +100,12 @@ AttentionOut attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
         Tensor dv = Tensor::empty(vd.shape(), DType::BF16, dev);
         Tensor dq_accum = Tensor::empty(qd.shape(), DType::F32, dev);
         Tensor dsum = lse.defined() ? Tensor::empty(lse.shape(), DType::F32, dev) : Tensor();
+        Tensor dbias = bias32.defined() ? Tensor::empty(bias32.shape(), DType::F32, dev) : Tensor();
         cuda::flash_attention_backward(cfg, cptr<bf16>(qd), cptr<bf16>(kd), cptr<bf16>(vd),
                                        cptr<bf16>(od), cptr<float>(lse), cptr<bf16>(gd),
                                        mptr<bf16>(dq), mptr<bf16>(dk), mptr<bf16>(dv),
-                                       mptr<float>(dq_accum), mptr<float>(dsum));
+                                       mptr<float>(dq_accum), mptr<float>(dsum), mptr<float>(dbias));
+        if (dbias.defined()) return std::vector<Tensor>{dq, dk, dv, cast(dbias, bias_dtype)};
         if (!sink32.defined()) return std::vector<Tensor>{dq, dk, dv};
         // The sink's gradient from the lse and D in f32 (od and gd are bf16).
         Tensor dsink = sink_grad(sink32, lse, cast(od, DType::F32), cast(gd, DType::F32));

@@ -155,6 +155,13 @@ struct AttentionSpec {
   AttentionVariant variant = AttentionVariant::Softmax;
   double scale = 0;          // 0 means 1/sqrt(head_dim)
   double sigmoid_bias = 0;   // b in sigmoid(s·qk + b); use -log(n_train)
+  // sigmoid, the two other forms of b (at most one; both replace sigmoid_bias):
+  //   sigmoid_bias_param: a learnable b_h per head [H] (q's dtype and device), differentiable:
+  //                       ∂L/∂b_h = Σ_{b,i,j visible} dS_ij, dS the gradient of the logit s·qk + b.
+  //   sigmoid_bias_per_row: b_i = −ln n_i, n_i the keys query row i sees (causal and padding
+  //                       counted, at least 1): Ramapuram et al.'s "dynamic n". Not learnable.
+  Tensor sigmoid_bias_param;
+  bool sigmoid_bias_per_row = false;
   bool causal = false;       // key j visible to query i when j <= i + (M - N)
   std::vector<int64_t> key_padding_lengths;  // per batch: keys >= length are masked; empty = none
   std::vector<double> alibi_slopes;          // per head: adds -slope·|i + (M - N) - j|; empty = none
@@ -177,9 +184,9 @@ struct AttentionOut {
 // online max/sum; the backward recomputes P tile by tile: no N x M tensor is ever kept.
 // A query row with no visible key gives O = 0. With a spec.score_bias, and for clipped_softmax
 // (the clip needs the final normalised P, which the online form does not have until the last
-// key): the composed op instead (CPU and CUDA), lse undefined. sink: fused on the CPU (its lse
-// includes the sink, and the backward also gives ∂L/∂sink), composed on CUDA (no flash kernel
-// yet).
+// key): the composed op instead (CPU and CUDA), lse undefined. sink: fused on both (its lse
+// includes the sink; ∂L/∂sink from the lse and D). sigmoid's learnable and per-row biases: fused
+// on both (the backward accumulates ∂L/∂b_h without an N x M tensor).
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec);
 
 // The same maths from primitive ops (materialises P; for tests and small sizes).

@@ -31,6 +31,7 @@ std::vector<KeySpec> transformer_keys() {
       float_key("attention.clip_gamma", "-0.025", "clipped_softmax: γ (<= 0); weights below −γ/(ζ − γ) become 0.", -1e6, 0),
       float_key("attention.clip_zeta", "1", "clipped_softmax: ζ (>= 1); weights above (1 − γ)/(ζ − γ) become 1.", 1, 1e6),
       auto_allowed(float_key("attention.sigmoid_bias", "auto", "b of sigmoid attention (auto: -ln n, n the tokens a query attends to in training: model.seq_len for the LM). Unused by the other variants.", -1e6, 1e6)),
+      choice_key("attention.sigmoid_bias_mode", "fixed", "How sigmoid attention gets its b. fixed: attention.sigmoid_bias. learnable: a parameter per head (blocks.i.attn.sigmoid_bias, no weight decay), initialised to attention.sigmoid_bias. per_row: b_i = -ln n_i, n_i the keys query row i sees (causal: i + 1; with key padding: the valid length, or its causal count), not learnt; attention.sigmoid_bias is ignored. Unused by the other variants.", {"fixed", "learnable", "per_row"}),
       bool_key("attention.qk_norm", "false", "Normalise q and k per head (over the head dim) before the product."),
       choice_key("attention.qk_norm_kind", "layer", "QK-norm kind: layer or rms.", {"layer", "rms"}),
       bool_key("attention.layer_scale", "false", "LayerScale: a learned per-channel scale on each residual branch."),
@@ -67,6 +68,10 @@ nn::BlockConfig block_config(const Config& c) {
   a.clip_gamma = c.get_float("attention.clip_gamma");
   a.clip_zeta = c.get_float("attention.clip_zeta");
   a.sigmoid_bias = c.get_float("attention.sigmoid_bias");
+  const std::string& bias_mode = c.get_string("attention.sigmoid_bias_mode");
+  a.sigmoid_bias_mode = bias_mode == "learnable" ? nn::SigmoidBiasMode::Learnable
+                        : bias_mode == "per_row" ? nn::SigmoidBiasMode::PerRow
+                                                 : nn::SigmoidBiasMode::Fixed;
   a.qk_norm = c.get_bool("attention.qk_norm");
   a.qk_norm_kind = c.get_string("attention.qk_norm_kind") == "layer" ? nn::NormKind::Layer : nn::NormKind::Rms;
   a.layer_scale = c.get_bool("attention.layer_scale");

@@ -5,15 +5,17 @@
 //                   softmax starts m = -inf, l = 0; softmax_1 starts m = 0, l = 1 (the +1);
 //                   sink starts m = sink_h, l = 1 (e^{sink_h - m}): the extra key enters l and
 //                   lse, not acc (its value is 0). softmax_1 is the sink fixed at 0.
-//   sigmoid:        acc += Σ σ(x_ij + b) v_j;  O = acc.
+//   sigmoid:        acc += Σ σ(x_ij + b_i) v_j;  O = acc.  b_i = b (fixed), b_h (learnable per
+//                   head) or −ln n_i (per row: n_i the keys row i sees, at least 1).
 // Backward (P recomputed per tile):
 //   softmax family: P = e^{x - lse}, D_i = dO_i·O_i, dS = P∘(dO·Vᵀ - D)  (the sink's own
 //                   gradient, -Σ_i e^{sink - lse_i}·D_i, is the op's: ops/attention.cpp)
-//   sigmoid:        P = σ(x + b),    dS = P∘(1 - P)∘(dO·Vᵀ)
+//   sigmoid:        P = σ(x + b),    dS = P∘(1 - P)∘(dO·Vᵀ);  ∂L/∂b_h = Σ_{i,j} dS_ij per (b, h)
 //   dV += Pᵀ·dO;  dQ += s·dS·K;  dK += s·dSᵀ·Q.
 #include "backend/cpu/attention_cpu.h"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -70,11 +72,26 @@ void score_tile(const Tile& t, const QTile& Qt, const ConstRows<T>& K, int64_t j
 template <class T>
 using Col = Eigen::Array<T, Eigen::Dynamic, 1>;
 
-// P = σ(S + b) with masked (-inf) entries exactly 0. Vectorised through Eigen's exp.
+// b_i for each query row of the tile: the fixed b, the head's b_h, or −ln n_i.
 template <class T>
-void sigmoid_tile(const Mat<T>& S, T bias, Mat<T>& P) {
+Col<T> sigmoid_bias_rows(const Tile& t) {
+  const AttnShape& p = t.p;
+  if (!p.sigmoid_bias_per_row)
+    return Col<T>::Constant(t.bq, static_cast<T>(p.sigmoid_bias_h ? p.sigmoid_bias_h[t.h] : p.sigmoid_bias));
+  const int64_t len = p.key_len ? std::clamp<int64_t>(p.key_len[t.b], 0, p.M) : p.M;
+  Col<T> b(t.bq);
+  for (int64_t r = 0; r < t.bq; ++r) {
+    const int64_t n = p.causal ? std::min(len, t.i0 + r + p.M - p.N + 1) : len;
+    b[r] = static_cast<T>(-std::log(static_cast<double>(std::max<int64_t>(n, 1))));
+  }
+  return b;
+}
+
+// P = σ(S + b_r) with masked (-inf) entries exactly 0. Vectorised through Eigen's exp.
+template <class T>
+void sigmoid_tile(const Mat<T>& S, const Col<T>& bias, Mat<T>& P) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
-  P = (S.array() == neg_inf).select(T(0), T(1) / (T(1) + (-(S.array() + bias)).exp()));
+  P = (S.array() == neg_inf).select(T(0), T(1) / (T(1) + (-(S.array().colwise() + bias)).exp()));
 }
 
 // P = exp(S - shift_r) per row, masked entries exactly 0 (Eigen's exp clamps, so -inf is not
@@ -92,6 +109,7 @@ void forward_tile(const Tile& t, const ConstRows<T>& Qt, const ConstRows<T>& K, 
   const T neg_inf = -std::numeric_limits<T>::infinity();
   bool sigm = p.kind == AttnKind::Sigmoid;
   Mat<T> acc = Mat<T>::Zero(t.bq, p.D), S, P;
+  const Col<T> bias = sigm ? sigmoid_bias_rows<T>(t) : Col<T>();
   // The first "key" of the online form: none (softmax), logit 0 (softmax_1) or sink_h (sink).
   const bool extra = p.kind == AttnKind::Softmax1 || p.kind == AttnKind::Sink;
   const T start = p.kind == AttnKind::Sink ? static_cast<T>(p.sink[t.h]) : T(0);
@@ -102,7 +120,7 @@ void forward_tile(const Tile& t, const ConstRows<T>& Qt, const ConstRows<T>& K, 
     int64_t bk = std::min(kBlockK, end - j0);
     score_tile<T>(t, Qt, K, j0, bk, S);
     if (sigm) {
-      sigmoid_tile<T>(S, static_cast<T>(p.sigmoid_bias), P);
+      sigmoid_tile<T>(S, bias, P);
     } else {
       Col<T> m_new = m.max(S.rowwise().maxCoeff().array());
       // A row with nothing visible yet keeps m = -inf; shift by 0 there so no -inf - -inf.
@@ -131,7 +149,7 @@ void forward_tile(const Tile& t, const ConstRows<T>& Qt, const ConstRows<T>& K, 
 template <class T>
 void backward_tile(const Tile& t, const ConstRows<T>& Q, const ConstRows<T>& K, const ConstRows<T>& V,
                    const ConstRows<T>& O, const T* lse, const ConstRows<T>& dO, Rows<T>& dQ,
-                   Rows<T>& dK, Rows<T>& dV) {
+                   Rows<T>& dK, Rows<T>& dV, T& dbias) {
   const AttnShape& p = t.p;
   const T neg_inf = -std::numeric_limits<T>::infinity();
   bool sigm = p.kind == AttnKind::Sigmoid;
@@ -139,6 +157,7 @@ void backward_tile(const Tile& t, const ConstRows<T>& Q, const ConstRows<T>& K, 
   auto dOb = dO.middleRows(t.i0, t.bq);
   Eigen::Matrix<T, Eigen::Dynamic, 1> Drow;
   Col<T> row_lse;
+  const Col<T> bias = sigm ? sigmoid_bias_rows<T>(t) : Col<T>();
   if (!sigm) {
     Drow = (dOb.array() * O.middleRows(t.i0, t.bq).array()).rowwise().sum();
     // A fully masked row has lse = -inf and every P = 0 (its S entries are all -inf).
@@ -150,11 +169,15 @@ void backward_tile(const Tile& t, const ConstRows<T>& Q, const ConstRows<T>& K, 
   for (int64_t j0 = 0; j0 < end; j0 += kBlockK) {
     int64_t bk = std::min(kBlockK, end - j0);
     score_tile<T>(t, Qb, K, j0, bk, S);
-    if (sigm) sigmoid_tile<T>(S, static_cast<T>(p.sigmoid_bias), P);
+    if (sigm) sigmoid_tile<T>(S, bias, P);
     else exp_tile<T>(S, row_lse, P);
     dP.noalias() = dOb * V.middleRows(j0, bk).transpose();
-    if (sigm) dS = P.array() * (T(1) - P.array()) * dP.array();
-    else dS = P.array() * (dP.colwise() - Drow).array();
+    if (sigm) {
+      dS = P.array() * (T(1) - P.array()) * dP.array();
+      dbias += dS.sum();  // masked entries: P = 0, so dS = 0
+    } else {
+      dS = P.array() * (dP.colwise() - Drow).array();
+    }
     dV.middleRows(j0, bk).noalias() += P.transpose() * dOb;
     dQ.middleRows(t.i0, t.bq).noalias() += static_cast<T>(p.scale) * dS * K.middleRows(j0, bk);
     dK.middleRows(j0, bk).noalias() += static_cast<T>(p.scale) * dS.transpose() * Qb;
@@ -188,7 +211,7 @@ void attention_forward(const AttnShape& p, const T* q, const T* k, const T* v, T
 
 template <class T>
 void attention_backward(const AttnShape& p, const T* q, const T* k, const T* v, const T* o,
-                        const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+                        const T* lse, const T* dout, T* dq, T* dk, T* dv, T* dbias) {
   for_each_head(p, [&](int64_t b, int64_t h, int64_t qo, int64_t ko) {
     ConstRows<T> Q(q + qo * p.D, p.N, p.D), K(k + ko * p.D, p.M, p.D), V(v + ko * p.D, p.M, p.D);
     ConstRows<T> O(o + qo * p.D, p.N, p.D), dO(dout + qo * p.D, p.N, p.D);
@@ -196,10 +219,12 @@ void attention_backward(const AttnShape& p, const T* q, const T* k, const T* v, 
     dQ.setZero();
     dK.setZero();
     dV.setZero();
+    T db = 0;
     for (int64_t i0 = 0; i0 < p.N; i0 += kBlockQ) {
       Tile t{p, b, h, i0, std::min(kBlockQ, p.N - i0)};
-      backward_tile<T>(t, Q, K, V, O, lse ? lse + qo : nullptr, dO, dQ, dK, dV);
+      backward_tile<T>(t, Q, K, V, O, lse ? lse + qo : nullptr, dO, dQ, dK, dV, db);
     }
+    if (dbias) dbias[b * p.H + h] = db;
   });
 }
 
@@ -209,9 +234,9 @@ template void attention_forward<double>(const AttnShape&, const double*, const d
                                         const double*, double*, double*);
 template void attention_backward<float>(const AttnShape&, const float*, const float*, const float*,
                                         const float*, const float*, const float*, float*, float*,
-                                        float*);
+                                        float*, float*);
 template void attention_backward<double>(const AttnShape&, const double*, const double*,
                                          const double*, const double*, const double*,
-                                         const double*, double*, double*, double*);
+                                         const double*, double*, double*, double*, double*);
 
 }  // namespace attn::cpu

@@ -18,15 +18,20 @@ struct AttnShape {
   const int64_t* key_len; // per batch, or null
   const double* slopes;   // ALiBi per head, or null: adds -slope·|i + (M - N) - j|
   const double* sink = nullptr;  // Sink: the extra key's logit per head (value 0)
+  // Sigmoid: a bias per head instead of sigmoid_bias, or null; or, when sigmoid_bias_per_row,
+  // b_i = −ln n_i with n_i the keys row i sees (at least 1).
+  const double* sigmoid_bias_h = nullptr;
+  bool sigmoid_bias_per_row = false;
 };
 
 // lse: [B, H, N] for the softmax family (ignored for sigmoid, may be null).
 template <class T>
 void attention_forward(const AttnShape& p, const T* q, const T* k, const T* v, T* o, T* lse);
 
-// Fills dq, dk, dv (overwritten). o and lse are the forward's outputs.
+// Fills dq, dk, dv (overwritten). o and lse are the forward's outputs. Sigmoid: dbias, if not
+// null, gets [B, H] the sums Σ_{i,j} dS_ij of each (batch, head), the gradient of a per-head b.
 template <class T>
 void attention_backward(const AttnShape& p, const T* q, const T* k, const T* v, const T* o,
-                        const T* lse, const T* dout, T* dq, T* dk, T* dv);
+                        const T* lse, const T* dout, T* dq, T* dk, T* dv, T* dbias = nullptr);
 
 }  // namespace attn::cpu

@@ -25,7 +25,7 @@ void flash_attention_forward(const FlashAttnConfig&, const bf16*, const bf16*, c
 }
 void flash_attention_backward(const FlashAttnConfig&, const bf16*, const bf16*, const bf16*,
                               const bf16*, const float*, const bf16*, bf16*, bf16*, bf16*, float*,
-                              float*) {
+                              float*, float*) {
   no_cuda();
 }
 

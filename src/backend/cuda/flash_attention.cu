@@ -38,6 +38,9 @@ void check_config(const FlashAttnConfig& c) {
   if (!(c.scale > 0.f && c.scale - c.scale == 0.f))
     bad("scale must be finite and > 0, got " + std::to_string(c.scale));
   if (c.variant == FlashVariant::Sink && !c.sink) bad("the sink variant needs the sink logits (config.sink)");
+  if ((c.sigmoid_bias_h || c.sigmoid_bias_per_row) && c.variant != FlashVariant::Sigmoid)
+    bad("a per-head or per-row bias is for the sigmoid variant only");
+  if (c.sigmoid_bias_h && c.sigmoid_bias_per_row) bad("the sigmoid bias is per head or per row, not both");
 }
 
 fl::Params make_params(const FlashAttnConfig& c) {
@@ -52,6 +55,8 @@ fl::Params make_params(const FlashAttnConfig& c) {
   p.key_len = c.key_len;
   p.slopes = c.alibi_slopes;
   p.sink = c.variant == FlashVariant::Sink ? c.sink : nullptr;
+  p.sigmoid_bias_h = c.sigmoid_bias_h;
+  p.sigmoid_bias_per_row = c.sigmoid_bias_per_row;
   return p;
 }
 
@@ -127,14 +132,20 @@ void flash_attention_forward(const FlashAttnConfig& c, const bf16* q, const bf16
 
 void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf16* k,
                               const bf16* v, const bf16* o, const float* lse, const bf16* dout,
-                              bf16* dq, bf16* dk, bf16* dv, float* dq_accum, float* dsum) {
+                              bf16* dq, bf16* dk, bf16* dv, float* dq_accum, float* dsum,
+                              float* dsigmoid_bias) {
   check_config(c);
+  if (dsigmoid_bias && !c.sigmoid_bias_h)
+    bad("dsigmoid_bias is the gradient of a per-head bias (config.sigmoid_bias_h)");
   const bool softmax_family = c.variant != FlashVariant::Sigmoid;
   if (!q || !k || !v || !dout || !dq || !dk || !dv || !dq_accum ||
       (softmax_family && (!o || !lse || !dsum)))
     bad("null pointer argument (backward)");
-  if (c.N == 0 && c.M == 0) return;
   ATTNLAB_CUDA_CHECK(cudaSetDevice(c.device));
+  cudaStream_t stream = cudaStreamPerThread;
+  // The kernel's CTAs add their Σ dS per head into it.
+  if (dsigmoid_bias) ATTNLAB_CUDA_CHECK(cudaMemsetAsync(dsigmoid_bias, 0, c.H * sizeof(float), stream));
+  if (c.N == 0 && c.M == 0) return;
   fl::Params p = make_params(c);
   p.q = q;
   p.k = k;
@@ -147,9 +158,9 @@ void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf1
   p.dv = dv;
   p.dq_accum = dq_accum;
   p.dsum = softmax_family ? dsum : nullptr;
+  p.dsigmoid_bias = dsigmoid_bias;
   const int64_t q_rows = c.B * c.H * c.N;
   const int64_t q_elems = q_rows * c.D;
-  cudaStream_t stream = cudaStreamPerThread;
 
   dispatch(c, /*forward=*/false, [&](auto policy, auto dim) {
     using Policy = decltype(policy);

@@ -28,6 +28,10 @@ struct FlashAttnConfig {
   const int32_t* key_len = nullptr;      // [B]: keys >= key_len[b] masked; null: no padding
   const float* alibi_slopes = nullptr;   // [H]: adds -slope·|i + (M - N) - j|; null: no ALiBi
   const float* sink = nullptr;           // [H] f32, Sink only: the sink logit per head
+  // Sigmoid only, at most one: b per head [H] f32 instead of sigmoid_bias (learnable; null: none),
+  // or b_i = −ln n_i per query row, n_i the keys row i sees (causal and padding), at least 1.
+  const float* sigmoid_bias_h = nullptr;
+  bool sigmoid_bias_per_row = false;
   // Sigmoid forward only: the reciprocal in σ = 1/(1 + e) by Newton steps on the FMA pipe
   // instead of the special-function unit (relative error ≤ 1.05e-4; kernels/NOTES.md).
   bool sigmoid_rcp_fma = false;
@@ -55,9 +59,11 @@ void flash_attention_forward(const FlashAttnConfig& c, const bf16* q, const bf16
 
 // Gradients dq, dk, dv (overwritten) from dout = dL/do. o and lse are the forward's outputs (both
 // unused for sigmoid, may be null). Scratch: dq_accum [B, H, N, D] f32 always; dsum [B, H, N] f32
-// for the softmax family (may be null for sigmoid).
+// for the softmax family (may be null for sigmoid). dsigmoid_bias: null, or (sigmoid with
+// sigmoid_bias_h) [H] f32 overwritten with ∂L/∂b_h = Σ_{b,i,j} dS_ij.
 void flash_attention_backward(const FlashAttnConfig& c, const bf16* q, const bf16* k,
                               const bf16* v, const bf16* o, const float* lse, const bf16* dout,
-                              bf16* dq, bf16* dk, bf16* dv, float* dq_accum, float* dsum);
+                              bf16* dq, bf16* dk, bf16* dv, float* dq_accum, float* dsum,
+                              float* dsigmoid_bias = nullptr);
 
 }  // namespace attn::cuda
