@@ -582,6 +582,44 @@ TEST(Report, TablesOverSeedsAndPairedDifferencesMatchHandValues) {
       << md;
 }
 
+// The LM's metrics at extra eval lengths (final_val_loss@L, a family of compare's columns) are
+// tables like any other: here final_val_loss@256 = 2·final_val_loss and @1024 = 3·, so their
+// means and paired differences are those of final_val_loss times 2 and 3; @1024 after @256.
+TEST(Report, MetricsAtEvalLengthsGetTheirOwnTables) {
+  const Fixture f = report_fixture("report-lengths");
+  for (const GridRun& r : f.runs) {
+    const fs::path file = fs::path(r.dir) / "summary.json";
+    if (!fs::exists(file)) continue;
+    nlohmann::json s = nlohmann::json::parse(slurp(file));
+    s["final_val_loss@256"] = 2 * s["final_val_loss"].get<double>();
+    s["final_val_loss@1024"] = 3 * s["final_val_loss"].get<double>();
+    write(file, s.dump(2));
+  }
+  ReportOptions o{f.grid.path, f.grid.runs_dir, "", false};
+  ASSERT_EQ(run_report(o), 0);
+  const nlohmann::json rep =
+      nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
+  for (const auto& [key, k] :
+       {std::pair{"final_val_loss@256", 2.0}, std::pair{"final_val_loss@1024", 3.0}}) {
+    const nlohmann::json& m = metric(rep, key);
+    EXPECT_EQ(m["header"], std::string("val loss @") + (k == 2.0 ? "256" : "1024"));
+    EXPECT_NEAR(row(m, "variant=softmax")["mean"].get<double>(), k * 1.1, 1e-12) << key;
+    EXPECT_NEAR(row(m, "variant=softmax")["std"].get<double>(), k * 0.1, 1e-12) << key;
+    EXPECT_NEAR(row(m, "variant=sigmoid")["diff"]["mean"].get<double>(), k * -7.0 / 60, 1e-12)
+        << key;
+  }
+  const std::string md = slurp(fs::path(f.grid.runs_dir) / "report.md");
+  const size_t at256 = md.find("### val loss @256 (`final_val_loss@256`)"),
+               at1024 = md.find("### val loss @1024 (`final_val_loss@1024`)");
+  ASSERT_NE(at256, std::string::npos) << md;
+  ASSERT_NE(at1024, std::string::npos) << md;
+  EXPECT_LT(at256, at1024);
+  EXPECT_NE(md.find("| softmax | 3 | 2.2000 ± 0.2000 | baseline |", at256), std::string::npos)
+      << md;
+  EXPECT_NE(md.find(" val loss @256 | val loss @1024 |"), std::string::npos) << "compare's header\n"
+                                                                             << md;
+}
+
 TEST(Report, GridWithoutVariantAxisHasNoDifferences) {
   const fs::path d = scratch("report-novariant");
   Grid g =

@@ -183,6 +183,82 @@ TEST(Compare, GroupsSeedsAndLabelsVariants) {
   EXPECT_NE(r2.out.find("| softmax run.device=cuda | 1 | "), std::string::npos) << r2.out;
 }
 
+// eval.lengths on a whole run: every evaluation row and the summary have the loss at 64 and 128
+// (n = 32), `compare` shows it, and `attnlab eval --set eval.lengths=...` measures a finished
+// checkpoint at lengths of its own choosing.
+TEST(EvalLengths, RunsReportTheLossAtLongerLengthsAndCompareShowsIt) {
+  const std::string a = scratch("len-a"), b = scratch("len-b"), plain = scratch("len-plain");
+  const std::string lengths = " --set eval.every=2 --set 'eval.lengths=[64,128]'";
+  ASSERT_EQ(run(tiny(a, 4) + lengths).code, 0);
+  ASSERT_EQ(run(tiny(b, 4) + lengths + " --set run.seed=2").code, 0);
+  ASSERT_EQ(run(tiny(plain, 4) + " --set eval.every=2").code, 0);
+  nlohmann::json last;
+  int eval_rows = 0;
+  for (const nlohmann::json& row : metrics(a))
+    if (row.contains("val_loss")) {
+      ++eval_rows;
+      for (const char* k :
+           {"val_loss@64", "val_tail_loss@64", "val_loss@128", "val_tail_loss@128"}) {
+        ASSERT_TRUE(row.contains(k)) << k << " in " << row.dump();
+        const double v = row[k].get<double>();
+        EXPECT_TRUE(v > 0 && v < 6) << k << " = " << v;  // nats per char; ln 63 ≈ 4.14 at init
+      }
+      last = row;
+    }
+  EXPECT_EQ(eval_rows, 2);  // steps 2 and 4
+  const auto sa = nlohmann::json::parse(slurp(a + "/summary.json")),
+             sb = nlohmann::json::parse(slurp(b + "/summary.json"));
+  for (const char* k : {"val_loss@64", "val_tail_loss@64", "val_loss@128", "val_tail_loss@128"})
+    EXPECT_EQ(sa["final_" + std::string(k)], last[k]) << k;
+  EXPECT_FALSE(nlohmann::json::parse(slurp(plain + "/summary.json")).contains("final_val_loss@64"));
+  EXPECT_NE(slurp(a + "/config.yaml").find("lengths: [64, 128]"), std::string::npos);
+
+  Result c = run("compare " + a + " " + b);
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_NE(c.out.find("| bits/char | val loss @64 | val loss @128 | tail loss @64 | tail loss "
+                       "@128 | tokens/s |"),
+            std::string::npos)
+      << c.out;
+  char cell[64];
+  std::snprintf(
+      cell, sizeof cell, " %.4f ± ",
+      (sa["final_val_loss@128"].get<double>() + sb["final_val_loss@128"].get<double>()) / 2);
+  EXPECT_NE(c.out.find(cell), std::string::npos) << cell << "\n" << c.out;
+  // With a run that has no extra lengths the table keeps the common columns; the rows are told
+  // apart by eval.lengths.
+  Result mixed = run("compare " + a + " " + plain);
+  ASSERT_EQ(mixed.code, 0) << mixed.err;
+  EXPECT_EQ(mixed.out.find("val loss @64"), std::string::npos) << mixed.out;
+  EXPECT_NE(mixed.out.find("eval.lengths=[64, 128]"), std::string::npos) << mixed.out;
+  EXPECT_NE(mixed.out.find("eval.lengths=[]"), std::string::npos) << mixed.out;
+
+  // eval at lengths of its own: the final checkpoint gives the run's numbers again.
+  Result e = run("eval " + a + " --set 'eval.lengths=[128,256]'");
+  ASSERT_EQ(e.code, 0) << e.err;
+  const auto j = nlohmann::json::parse(e.out);
+  EXPECT_DOUBLE_EQ(j["val_loss"].get<double>(), sa["final_val_loss"].get<double>());
+  EXPECT_DOUBLE_EQ(j["val_loss@128"].get<double>(), sa["final_val_loss@128"].get<double>());
+  EXPECT_TRUE(j.contains("val_loss@256") && !j.contains("val_loss@64")) << e.out;
+  Result e2 = run("eval " + plain + " --set 'eval.lengths=[64]'");
+  ASSERT_EQ(e2.code, 0) << e2.err;
+  EXPECT_TRUE(nlohmann::json::parse(e2.out).contains("val_tail_loss@64")) << e2.out;
+}
+
+TEST(EvalLengths, LearnedPositionsCannotBeEvaluatedLonger) {
+  const std::string d = scratch("len-learned");
+  expect_config_error(tiny(d, 3) + " --set model.position=learned --set 'eval.lengths=[64]'",
+                      "config key 'eval.lengths': 64 is longer than model.seq_len = 32, and "
+                      "model.position = learned",
+                      d);
+  // A finished run with learned positions: eval is refused the same way.
+  ASSERT_EQ(run(tiny(d, 2) + " --set model.position=learned").code, 0);
+  Result e = run("eval " + d + " --set 'eval.lengths=[64]'");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_NE(e.err.find("config key 'eval.lengths': 64 is longer than model.seq_len = 32"),
+            std::string::npos)
+      << e.err;
+}
+
 TEST(Docs, ConfigReferenceIsInStepWithTheSchema) {
   Result r = run("config --doc");
   ASSERT_EQ(r.code, 0);

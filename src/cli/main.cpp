@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
   eval->add_option("--checkpoint", eval_ckpt, "Checkpoint file (default: the run's latest)");
   eval->add_option("-s,--set", eval_sets,
                    "Override a key of the run's config that does not change the model: run.device, run.precision, "
-                   "run.threads, eval.batches, data.cache_dir (repeatable)");
+                   "run.threads, eval.batches, eval.lengths (the LM also at these lengths, e.g. [256,512]), "
+                   "data.cache_dir (repeatable)");
   attn::train::QuantEval eval_quant;
   eval->add_option("--quant", eval_quant.scheme,
                    "Also evaluate fake-quantised: wNaM, e.g. w8a8 (weights symmetric per tensor, activations "

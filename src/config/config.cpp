@@ -45,6 +45,12 @@ KeySpec choice_key(std::string path, std::string def, std::string doc, std::vect
   return k;
 }
 
+KeySpec int_list_key(std::string path, std::string def, std::string doc, double min, double max) {
+  KeySpec k = key(std::move(path), KeyType::IntList, std::move(def), std::move(doc));
+  k.min = min, k.max = max;
+  return k;
+}
+
 KeySpec auto_allowed(KeySpec k) {
   k.allow_auto = true;
   return k;
@@ -104,6 +110,28 @@ bool parse_float(const std::string& v, double& out) {
   }
 }
 
+// "[256, 512]" (any YAML flow list of integers; "[]" is empty).
+bool parse_int_list(const std::string& v, std::vector<int64_t>& out) {
+  YAML::Node n;
+  try {
+    n = YAML::Load(v);
+  } catch (const YAML::Exception&) {
+    return false;
+  }
+  if (!n.IsSequence()) return false;
+  out.clear();
+  for (const YAML::Node& e : n) {
+    int64_t x;
+    if (!e.IsScalar() || !parse_int(e.Scalar(), x)) return false;
+    out.push_back(x);
+  }
+  return true;
+}
+
+std::string int_list_text(const std::vector<int64_t>& v) {
+  return fmt::format("[{}]", fmt::join(v, ", "));
+}
+
 bool parse_bool(const std::string& v, bool& out) {
   if (v == "true" || v == "True" || v == "yes" || v == "on") return out = true, true;
   if (v == "false" || v == "False" || v == "no" || v == "off") return out = false, true;
@@ -112,25 +140,25 @@ bool parse_bool(const std::string& v, bool& out) {
 
 void check_value(const KeySpec& k, const std::string& v, const std::string& origin) {
   if (k.allow_auto && v == "auto") return;
-  auto range = [&](double x) {
+  auto range = [&](double x, const std::string& text) {
     bool low = k.min_exclusive ? x <= k.min : x < k.min;
     bool high = k.max_exclusive ? x >= k.max : x > k.max;
     if (low || high)
       fail(k.path, origin,
-           fmt::format("{} is out of range (must be {} {}{})", v, k.min_exclusive ? ">" : ">=", k.min,
+           fmt::format("{} is out of range (must be {} {}{})", text, k.min_exclusive ? ">" : ">=", k.min,
                        k.max < 1e299 ? fmt::format(" and {} {}", k.max_exclusive ? "<" : "<=", k.max) : ""));
   };
   switch (k.type) {
     case KeyType::Int: {
       int64_t x;
       if (!parse_int(v, x)) fail(k.path, origin, "expected an integer, got '" + v + "'");
-      range(static_cast<double>(x));
+      range(static_cast<double>(x), v);
       break;
     }
     case KeyType::Float: {
       double x;
       if (!parse_float(v, x)) fail(k.path, origin, "expected a number, got '" + v + "'");
-      range(x);
+      range(x, v);
       break;
     }
     case KeyType::Bool: {
@@ -142,6 +170,13 @@ void check_value(const KeySpec& k, const std::string& v, const std::string& orig
       if (std::find(k.choices.begin(), k.choices.end(), v) == k.choices.end())
         fail(k.path, origin, fmt::format("'{}' is not one of {}", v, fmt::join(k.choices, ", ")));
       break;
+    case KeyType::IntList: {
+      std::vector<int64_t> xs;
+      if (!parse_int_list(v, xs))
+        fail(k.path, origin, "expected a list of integers such as [256, 512], got '" + v + "'");
+      for (int64_t x : xs) range(static_cast<double>(x), fmt::format("{} (in {})", x, v));
+      break;
+    }
     case KeyType::String: break;
   }
 }
@@ -179,7 +214,9 @@ void Config::assign(const std::string& key, const std::string& value, const std:
   if (!k) throw ConfigError(fmt::format("unknown config key '{}'{} (did you mean '{}'?)", key,
                                         origin.empty() ? "" : " (" + origin + ")", closest_key(key)));
   check_value(*k, value, origin);
-  values_[key] = value;
+  std::vector<int64_t> list;
+  values_[key] =
+      k->type == KeyType::IntList && parse_int_list(value, list) ? int_list_text(list) : value;
   if (given && std::find(given_.begin(), given_.end(), key) == given_.end()) given_.push_back(key);
 }
 
@@ -197,6 +234,11 @@ Config Config::from_file(const std::string& path) {
   std::vector<std::pair<std::string, YAML::Node>> flat;
   flatten(root, "", path, flat);
   for (auto& [key, node] : flat) {
+    const KeySpec* k = find_key(key);
+    if (k && k->type == KeyType::IntList && node.IsSequence()) {  // checked as its flow text
+      c.assign(key, YAML::Dump(node), path, true);
+      continue;
+    }
     if (!node.IsScalar())
       throw ConfigError(fmt::format("config key '{}' ({}): expected a single value", key, path));
     c.assign(key, node.Scalar(), path, true);
@@ -229,6 +271,10 @@ bool Config::same_value(const std::string& key, const std::string& a, const std:
     bool x, y;
     return parse_bool(a, x) && parse_bool(b, y) && x == y;
   }
+  if (k->type == KeyType::IntList) {
+    std::vector<int64_t> x, y;
+    return parse_int_list(a, x) && parse_int_list(b, y) && x == y;
+  }
   return false;
 }
 
@@ -256,6 +302,13 @@ bool Config::get_bool(const std::string& key) const {
   bool b;
   if (!parse_bool(get_string(key), b)) throw std::logic_error("Config: " + key + " is not a bool");
   return b;
+}
+
+std::vector<int64_t> Config::get_int_list(const std::string& key) const {
+  std::vector<int64_t> v;
+  if (!parse_int_list(get_string(key), v))
+    throw std::logic_error("Config: " + key + " is not a list of integers");
+  return v;
 }
 
 bool Config::uses(const KeySpec& k) const {
@@ -308,7 +361,7 @@ std::string schema_markdown() {
      << "Unknown keys, wrong types and out-of-range values are errors that name the key (exit code 2).\n\n"
      << "Keys with a task in the last column exist for that task only.\n\n"
      << "| key | type | default | meaning | task |\n|---|---|---|---|---|\n";
-  const char* names[] = {"int", "float", "bool", "string", "choice"};
+  const char* names[] = {"int", "float", "bool", "string", "choice", "list of int"};
   for (const KeySpec& k : schema()) {
     std::string type = names[static_cast<int>(k.type)];
     if (k.type == KeyType::Choice) type = fmt::format("{}", fmt::join(k.choices, " \\| "));

@@ -18,7 +18,9 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class KeyType { Int, Float, Bool, String, Choice };
+// IntList: a YAML flow list of integers, "[256, 512]" ("[]": empty), each within min..max; in a
+// YAML file also a block list. Its text is kept in that canonical form.
+enum class KeyType { Int, Float, Bool, String, Choice, IntList };
 
 struct KeySpec {
   std::string path;  // "train.steps"
@@ -26,7 +28,7 @@ struct KeySpec {
   std::string default_value;  // as YAML scalar text; "auto" where a rule computes it
   std::string doc;
   std::vector<std::string> choices;  // Choice only
-  double min = -1e300, max = 1e300;  // Int / Float (inclusive unless *_exclusive)
+  double min = -1e300, max = 1e300;  // Int, Float, IntList entries (inclusive unless *_exclusive)
   bool min_exclusive = false, max_exclusive = false;
   bool allow_auto = false;  // the value "auto" is accepted (resolved by a rule)
   std::vector<std::string> tasks;  // the tasks that have this key; empty: every task
@@ -46,6 +48,8 @@ KeySpec float_key(std::string path, std::string def, std::string doc, double min
 KeySpec bool_key(std::string path, std::string def, std::string doc);
 KeySpec string_key(std::string path, std::string def, std::string doc);
 KeySpec choice_key(std::string path, std::string def, std::string doc, std::vector<std::string> choices);
+KeySpec int_list_key(std::string path, std::string def, std::string doc, double min,
+                     double max = 1e300);
 KeySpec below_max(KeySpec k);     // the maximum is exclusive (AdamW's β < 1)
 KeySpec auto_allowed(KeySpec k);  // "auto" is a value (resolved by a rule)
 
@@ -63,6 +67,7 @@ class Config {
   int64_t get_int(const std::string& key) const;
   double get_float(const std::string& key) const;
   bool get_bool(const std::string& key) const;
+  std::vector<int64_t> get_int_list(const std::string& key) const;
   const std::string& get_string(const std::string& key) const;
   bool is_auto(const std::string& key) const;
   // Replaces an "auto" (or any) value with a resolved one, validated.

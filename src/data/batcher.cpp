@@ -85,4 +85,21 @@ std::vector<TokenBatch> eval_batches(const std::vector<int32_t>& tokens, int64_t
   return out;
 }
 
+std::vector<TokenBatch> window_batches(const std::vector<int32_t>& tokens, int64_t seq_len,
+                                       int64_t windows, int64_t batch) {
+  check_sizes("window_batches", tokens.size(), batch, seq_len);
+  if (windows <= 0 || (static_cast<int64_t>(tokens.size()) - 1) / seq_len < windows)
+    throw std::invalid_argument("window_batches: " + std::to_string(tokens.size()) +
+                                " tokens do not hold " + std::to_string(windows) + " windows of " +
+                                std::to_string(seq_len) + " (need windows * seq_len + 1 tokens)");
+  std::vector<TokenBatch> out;
+  for (int64_t first = 0; first < windows; first += batch) {
+    const int64_t rows = std::min(batch, windows - first);
+    out.push_back(empty_batch(rows, seq_len));
+    for (int64_t row = 0; row < rows; ++row)
+      fill_row(tokens, (first + row) * seq_len, seq_len, row, out.back());
+  }
+  return out;
+}
+
 }  // namespace attn::data

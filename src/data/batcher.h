@@ -49,4 +49,10 @@ class TokenBatcher {
 std::vector<TokenBatch> eval_batches(const std::vector<int32_t>& tokens, int64_t batch,
                                      int64_t seq_len, int64_t max_batches);
 
+// The first `windows` consecutive non-overlapping windows of seq_len (window w starts at token
+// w·seq_len), `batch` rows per batch, the last batch holding the rest (it may have fewer rows).
+// Throws std::invalid_argument when the stream has fewer than windows·seq_len + 1 tokens.
+std::vector<TokenBatch> window_batches(const std::vector<int32_t>& tokens, int64_t seq_len,
+                                       int64_t windows, int64_t batch);
+
 }  // namespace attn::data

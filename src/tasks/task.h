@@ -19,7 +19,10 @@
 namespace attn::tasks {
 
 // A column of `compare`'s table: a number in summary.json, its header ("{unit}" is replaced by
-// the run's summary "unit"), its format ("{:.4f}").
+// the run's summary "unit"), its format ("{:.4f}"). A key ending in "@*" is a family: one column
+// for each "<key>@<suffix>" that every run of the table has (a metric per eval length the config
+// chose: "final_val_loss@256"), in the order of the suffixes' numbers, "{at}" in the header
+// replaced by the suffix; none when no suffix is common to all of them.
 struct Column {
   std::string key, header, format;
 };

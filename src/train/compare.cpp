@@ -42,11 +42,19 @@ std::string value_of(const std::map<std::string, std::string>& config, const std
   return it != config.end() ? it->second : "(none)";
 }
 
+// A list (eval.lengths) as the config's own text of it, "[256, 512]".
+std::string value_text(const YAML::Node& n) {
+  if (!n.IsSequence()) return n.Scalar();
+  std::vector<std::string> items;
+  for (const YAML::Node& e : n) items.push_back(e.Scalar());
+  return fmt::format("[{}]", fmt::join(items, ", "));
+}
+
 void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
   for (auto it = n.begin(); it != n.end(); ++it) {
     std::string key = prefix.empty() ? it->first.as<std::string>() : prefix + "." + it->first.as<std::string>();
     if (it->second.IsMap()) flatten(it->second, key, out);
-    else if (compared_key(key)) out[key] = it->second.Scalar();
+    else if (compared_key(key)) out[key] = value_text(it->second);
   }
 }
 
@@ -58,6 +66,37 @@ std::vector<tasks::Column> columns_of(const std::string& task) {
   cols.push_back({"parameters", "parameters", "{:.0f}"});
   cols.push_back({"wall_time_s", "wall time (s)", "{:.0f}"});
   return cols;
+}
+
+// "final_val_loss@*": a family of columns, one per suffix (tasks/task.h).
+bool is_family(const tasks::Column& c) {
+  return c.key.size() > 2 && c.key.compare(c.key.size() - 2, 2, "@*") == 0;
+}
+
+// A family's columns: the suffixes whose key every run has as a number, shortest first, then in
+// text order (integers in their numeric order).
+std::vector<tasks::Column> family_columns(const tasks::Column& c,
+                                          const std::vector<const RunRecord*>& runs) {
+  const std::string prefix = c.key.substr(0, c.key.size() - 1);  // "final_val_loss@"
+  std::vector<std::string> suffixes;
+  for (const auto& item : runs[0]->summary.items()) {
+    const std::string& key = item.key();
+    if (key.size() <= prefix.size() || key.compare(0, prefix.size(), prefix) != 0) continue;
+    if (std::all_of(runs.begin(), runs.end(), [&](const RunRecord* r) {
+          return r->summary.contains(key) && r->summary[key].is_number();
+        }))
+      suffixes.push_back(key.substr(prefix.size()));
+  }
+  std::sort(suffixes.begin(), suffixes.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() < b.size() : a < b;
+  });
+  std::vector<tasks::Column> out;
+  for (const std::string& s : suffixes) {
+    tasks::Column e{prefix + s, c.header, c.format};
+    if (size_t at = e.header.find("{at}"); at != std::string::npos) e.header.replace(at, 4, s);
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 // summary.json with the numbers its task's table needs, or a ConfigError naming the file.
@@ -74,7 +113,7 @@ nlohmann::json read_summary(const std::string& path) {
   if (std::find(names.begin(), names.end(), task) == names.end())
     throw ConfigError(fmt::format("compare: '{}' is of task '{}', which this attnlab does not know", path, task));
   for (const tasks::Column& c : columns_of(task))
-    if (!s.contains(c.key) || !s[c.key].is_number())
+    if (!is_family(c) && (!s.contains(c.key) || !s[c.key].is_number()))
       throw ConfigError(fmt::format("compare: '{}' has no number '{}' (not a summary attnlab wrote?)", path, c.key));
   return s;
 }
@@ -171,7 +210,13 @@ Table table(const std::vector<const RunRecord*>& runs) {
   }
   std::vector<std::string> diff = differing_keys(groups);
   Table t{task_of(runs[0]->summary), runs[0]->summary.value("unit", ""), {"variant", "runs"}, {"variant", "runs"}, {}, {}};
-  std::vector<tasks::Column> cols = columns_of(t.task);
+  std::vector<tasks::Column> cols;
+  for (const tasks::Column& c : columns_of(t.task)) {
+    if (!is_family(c))
+      cols.push_back(c);
+    else
+      for (tasks::Column& e : family_columns(c, runs)) cols.push_back(std::move(e));
+  }
   for (const tasks::Column& c : stats_columns())
     if (std::all_of(runs.begin(), runs.end(), [&](const RunRecord* r) { return r->summary.contains(c.key) && r->summary[c.key].is_number(); }))
       cols.insert(cols.end() - 2, c);  // before parameters and wall time

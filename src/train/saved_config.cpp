@@ -25,7 +25,7 @@ const std::vector<std::string>& keys_changeable_on(Reopen mode) {
       "dist.bucket_mb", "dist.zero", "dist.timeout_s", "dist.init", "dist.init_file"};
   static const std::vector<std::string> eval = [] {
     std::vector<std::string> e = resume;
-    e.insert(e.end(), {"run.precision", "eval.batches"});
+    e.insert(e.end(), {"run.precision", "eval.batches", "eval.lengths"});
     return e;
   }();
   return mode == Reopen::Resume ? resume : eval;

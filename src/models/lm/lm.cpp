@@ -29,15 +29,23 @@ DecoderLM::DecoderLM(const ModelConfig& c, uint64_t seed, DType dt) : config(c),
 
 Tensor DecoderLM::forward(const Tensor& ids) const {
   int64_t T = ids.size(1);
-  if (T > config.max_seq_len && (pos_emb || sinusoidal.defined()))
+  if (T > config.max_seq_len && pos_emb)
     throw std::invalid_argument("DecoderLM: sequence of " + std::to_string(T) +
-                                " tokens is longer than model.max_seq_len " + std::to_string(config.max_seq_len));
+                                " tokens is longer than the " + std::to_string(config.max_seq_len) +
+                                " learned positions (model.seq_len)");
   Tensor x = tok_emb->forward(ids);
   if (pos_emb) x = add(x, pos_emb->forward(arange(0, T, 1, {DType::I64, ids.device()})));
-  if (sinusoidal.defined()) x = add(x, working(slice(sinusoidal, 0, 0, T)));
+  if (sinusoidal.defined()) x = add(x, working(sinusoidal_rows(T)));
   for (const TransformerBlock* b : blocks) x = b->forward(x);
   if (final_norm) x = final_norm->forward(x);
   return head ? head->forward(x) : linear(x, working(tok_emb->weight));
+}
+
+// Row t of the table depends on t alone: beyond the training length (an evaluation at a longer
+// L) the longer table is computed for the call, its first rows those of the stored one.
+Tensor DecoderLM::sinusoidal_rows(int64_t T) const {
+  if (T <= sinusoidal.size(0)) return slice(sinusoidal, 0, 0, T);
+  return sinusoidal_table(T, config.d_model, sinusoidal.dtype()).to(sinusoidal.device());
 }
 
 void DecoderLM::to(Device device) {

@@ -16,6 +16,8 @@ class DecoderLM : public nn::Module {
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
   // Moves the parameters and the sinusoidal table.
   void to(Device device) override;
+  // The first T rows of the sinusoidal positions, at any T (longer than the stored table too).
+  Tensor sinusoidal_rows(int64_t T) const;
 
   nn::ModelConfig config;
   nn::Embedding* tok_emb;

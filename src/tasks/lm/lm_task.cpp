@@ -1,5 +1,6 @@
 #include "tasks/lm/lm_task.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -27,9 +28,10 @@ std::vector<config::KeySpec> lm_keys() {
       choice_key("data.tokenizer", "char", "char: the corpus's distinct characters (saved with the run); byte: 256 byte values. Ignored for shards.", {"char", "byte"}),
       float_key("data.train_fraction", "0.9", "Leading fraction of the text (by character) used for training; the rest validates.", 0, 1, true),
       int_key("data.vocab_size", "0", "Vocabulary size for token shards (0: max token id + 1).", 0, 2147483647),
-      int_key("model.seq_len", "128", "Training sequence length n (also the maximum for learned/sinusoidal positions).", 2, kMaxLength),
+      int_key("model.seq_len", "128", "Training sequence length n (also the number of learned positions; eval.lengths evaluates at others).", 2, kMaxLength),
       bool_key("model.tied_head", "true", "Output head shares the token embedding."),
       bool_key("model.scaled_residual_init", "true", "Output projections use init_std / sqrt(2·n_layers) (GPT-2)."),
+      int_list_key("eval.lengths", "[]", "Extra evaluation lengths L, e.g. [256, 512] (length generalisation): every evaluation also reports val_loss@L, the loss per token over consecutive windows of L tokens of the same validation text (as many tokens as the eval.batches batches at model.seq_len, at least one window; max(1, train.batch_size·model.seq_len / L) windows per forward), and val_tail_loss@L, over the last quarter of each window's positions. rope, alibi, sinusoidal and none work at any L, learned positions only up to model.seq_len; sigmoid attention keeps its trained b.", 2, kMaxLength),
   };
 }
 
@@ -63,6 +65,54 @@ std::string corpus_name(const Config& c) {
 
 std::shared_ptr<const std::vector<int32_t>> share(std::vector<int32_t> v) {
   return std::make_shared<const std::vector<int32_t>>(std::move(v));
+}
+
+// The windows of length L an evaluation scores: as many tokens as the `batches` training-length
+// batches of B rows of n (at least one window, at most what the split holds), max(1, B·n/L) of
+// them per forward, so one forward holds about the tokens of a training-length batch.
+struct WindowPlan {
+  int64_t windows, rows;
+};
+WindowPlan window_plan(int64_t L, int64_t batches, int64_t B, int64_t n, size_t val_tokens) {
+  const int64_t held = (static_cast<int64_t>(val_tokens) - 1) / L;
+  return {std::min(held, std::max<int64_t>(1, batches * B * n / L)),
+          std::max<int64_t>(1, B * n / L)};
+}
+
+// Learned positions stop at n; a length given twice would be reported once.
+void check_eval_lengths(const Config& c) {
+  const std::vector<int64_t> lengths = c.get_int_list("eval.lengths");
+  const int64_t n = c.get_int("model.seq_len");
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    if (std::find(lengths.begin(), lengths.begin() + static_cast<std::ptrdiff_t>(i), lengths[i]) !=
+        lengths.begin() + static_cast<std::ptrdiff_t>(i))
+      throw ConfigError(fmt::format("config key 'eval.lengths': {} is given twice", lengths[i]));
+    if (lengths[i] > n && c.get_string("model.position") == "learned")
+      throw ConfigError(
+          fmt::format("config key 'eval.lengths': {} is longer than model.seq_len = {}, and "
+                      "model.position = learned has no position beyond it (rope, alibi, "
+                      "sinusoidal and none work at any length)",
+                      lengths[i], n));
+  }
+}
+
+// The mean next-token loss of the windows x -> y [rows, L], over all L positions and over the last
+// `tail` of them. In f32 whatever the compute dtype, as DecoderLM::loss.
+struct WindowLoss {
+  double all, tail;
+};
+WindowLoss window_loss(const models::DecoderLM& m, const Tensor& x, const Tensor& y, int64_t tail) {
+  Tensor logits = m.forward(x);
+  if (logits.dtype() == DType::BF16) logits = cast(logits, DType::F32);
+  const int64_t L = x.size(1), V = logits.size(-1);
+  const Tensor tail_logits = slice(logits, 1, L - tail, L), tail_y = slice(y, 1, L - tail, L);
+  return {cross_entropy(reshape(logits, {-1, V}), reshape(y, {-1})).item(),
+          cross_entropy(reshape(tail_logits, {-1, V}), reshape(tail_y, {-1})).item()};
+}
+
+// Rows [begin, end) of x, x itself when that is all of it.
+Tensor rows_of(const Tensor& x, int64_t begin, int64_t end) {
+  return begin == 0 && end == x.size(0) ? x : slice(x, 0, begin, end);
 }
 
 }  // namespace
@@ -120,6 +170,14 @@ void check_lm_data_fits(const Config& c, const LmData& d) {
                                   split ? fmt::format(", or a smaller data.train_fraction (now {})",
                                                       c.get_string("data.train_fraction"))
                                         : ""));
+  const std::vector<int64_t> lengths = c.get_int_list("eval.lengths");
+  if (lengths.empty()) return;
+  const int64_t L = *std::max_element(lengths.begin(), lengths.end());
+  if (static_cast<int64_t>(d.val->size()) < L + 1)
+    throw ConfigError(fmt::format(
+        "config key 'eval.lengths': the validation split of {} has {} {}, fewer than one window "
+        "of {} + 1",
+        corpus_name(c), d.val->size(), unit, L));
 }
 
 
@@ -140,6 +198,7 @@ void LmTask::resolve(Config& c) const {
   if (c.is_auto("attention.sigmoid_bias"))
     c.resolve("attention.sigmoid_bias", fmt::format("{:.17g}", -std::log(static_cast<double>(c.get_int("model.seq_len")))));
   check_transformer_keys(c);
+  check_eval_lengths(c);
 }
 
 void LmTask::prepare(const Config& c, const std::string& saved_run_dir, Device device) {
@@ -161,8 +220,17 @@ void LmTask::prepare(const Config& c, const std::string& saved_run_dir, Device d
   device_ = device;
   batcher_ = std::make_unique<data::TokenBatcher>(data_.train, batch_, seq_len_, c.get_int("run.seed"));
   val_batches_ = data::eval_batches(*data_.val, batch_, seq_len_, c.get_int("eval.batches"));
-  if (!device.is_cpu())
+  length_evals_.clear();
+  for (int64_t L : c.get_int_list("eval.lengths")) {
+    const WindowPlan p = window_plan(L, static_cast<int64_t>(val_batches_.size()), batch_,
+                                     seq_len_, data_.val->size());
+    length_evals_.push_back({L, p.windows, data::window_batches(*data_.val, L, p.windows, p.rows)});
+  }
+  if (!device.is_cpu()) {
     for (auto& b : val_batches_) b = {b.x.to(device), b.y.to(device)};
+    for (LengthEval& e : length_evals_)
+      for (auto& b : e.batches) b = {b.x.to(device), b.y.to(device)};
+  }
 }
 
 std::vector<std::pair<std::string, std::string>> LmTask::artifacts() const {
@@ -185,29 +253,61 @@ Tensor LmTask::next_train_loss() {
 std::pair<int64_t, std::string> LmTask::items_per_micro_batch() const { return {batch_ * seq_len_, "tokens"}; }
 
 // The mean over the batches of each batch's mean: with shards, Σ_ranks rows·mean / B per batch.
+// At an extra length L every window has L tokens, so Σ rows·mean / windows is the loss per token
+// (the last batch may hold fewer windows; a rank with no row of a batch skips it).
 nlohmann::json LmTask::evaluate() {
   const auto [begin, end] = shard_.rows(batch_);
-  std::vector<double> total{0};
+  std::vector<double> total(1 + 2 * length_evals_.size(), 0.0);
   for (const auto& b : val_batches_) {
     if (shard_.world == 1) total[0] += model_->loss(b.x, b.y).item();
     else
       total[0] += model_->loss(slice(b.x, 0, begin, end), slice(b.y, 0, begin, end)).item() *
                   static_cast<double>(end - begin) / static_cast<double>(batch_);
   }
+  // The model's statistics (a tap) are those of the training-length batches alone.
+  nn::Tap* tap = model_->tap();
+  model_->set_tap(nullptr);
+  for (size_t i = 0; i < length_evals_.size(); ++i) {
+    const LengthEval& e = length_evals_[i];
+    const int64_t tail = std::max<int64_t>(1, e.length / 4);
+    for (const auto& b : e.batches) {
+      const auto [first, last] = shard_.rows(b.x.size(0));
+      if (first == last) continue;
+      const WindowLoss l =
+          window_loss(*model_, rows_of(b.x, first, last), rows_of(b.y, first, last), tail);
+      total[1 + 2 * i] += l.all * static_cast<double>(last - first);
+      total[2 + 2 * i] += l.tail * static_cast<double>(last - first);
+    }
+  }
+  model_->set_tap(tap);
   shard_.sum(total);
   double v = val_batches_.empty() ? NAN : total[0] / static_cast<double>(val_batches_.size());
-  return {{"val_loss", v}, {"val_bpc", v / std::log(2.0)}, {"unit", data_.unit}};
+  nlohmann::json out = {{"val_loss", v}, {"val_bpc", v / std::log(2.0)}, {"unit", data_.unit}};
+  for (size_t i = 0; i < length_evals_.size(); ++i) {
+    const LengthEval& e = length_evals_[i];
+    out[fmt::format("val_loss@{}", e.length)] = total[1 + 2 * i] / static_cast<double>(e.windows);
+    out[fmt::format("val_tail_loss@{}", e.length)] =
+        total[2 + 2 * i] / static_cast<double>(e.windows);
+  }
+  return out;
 }
 
 std::string LmTask::describe(const nlohmann::json& m) const {
-  return fmt::format("val_loss {:.4f} ({:.4f} bits/{})", m["val_loss"].get<double>(), m["val_bpc"].get<double>(),
-                     data_.unit);
+  std::string out = fmt::format("val_loss {:.4f} ({:.4f} bits/{})", m["val_loss"].get<double>(),
+                                m["val_bpc"].get<double>(), data_.unit);
+  for (const LengthEval& e : length_evals_)
+    out += fmt::format(" | @{} {:.4f} (tail {:.4f})", e.length,
+                       m[fmt::format("val_loss@{}", e.length)].get<double>(),
+                       m[fmt::format("val_tail_loss@{}", e.length)].get<double>());
+  return out;
 }
 
 std::vector<Column> LmTask::compare_columns() const {
   return {{"final_val_loss", "final val loss", "{:.4f}"},
           {"best_val_loss", "best val loss", "{:.4f}"},
           {"final_val_bpc", "bits/{unit}", "{:.4f}"},
+          {"final_val_loss@*", "val loss @{at}", "{:.4f}"},
+          {"final_val_tail_loss@*", "tail loss @{at}", "{:.4f}"},
           {"tokens_per_s", "tokens/s", "{:.0f}"}};
 }
 
