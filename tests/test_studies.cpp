@@ -1,6 +1,7 @@
 // Studies (src/studies/): grid expansion (product, zip, names, collisions, errors), the t quantile
 // and the paired difference against hand-computed values, the process pool's scheduling with a
-// fake GPU list, the Slurm script, and the report on fixture run directories with known numbers.
+// fake GPU list, the Slurm script, diverged runs and quantised evaluations on disk, and the report
+// on fixture run directories with known numbers (quantised metrics and diverged seeds included).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -15,9 +16,11 @@
 
 #include "config/config.h"
 #include "scratch_dir.h"
+#include "studies/divergence.h"
 #include "studies/grid.h"
 #include "studies/paired_stats.h"
 #include "studies/process_pool.h"
+#include "studies/quant_eval.h"
 #include "studies/report.h"
 #include "studies/run_plan.h"
 #include "studies/slurm_script.h"
@@ -220,6 +223,10 @@ TEST(Grid, ErrorsNameTheGridAndTheAxis) {
       {"axes:\n  - key: model.n_heads\n    values: [2, 3]\n",
        "run n_heads=3,s7: config key 'model.n_heads'", true},
       {"set: [train.stepz=3]\n", "set 'train.stepz=3': unknown config key 'train.stepz'", true},
+      {"quant: [w8a8, w9]\n", "quant: quantisation scheme 'w9': expected wNaM"},
+      {"quant: [w8a1]\n", "quant: quantisation scheme 'w8a1': bits must be in [2, 16]"},
+      {"quant: w8a8\n", "quant: expected a list of quantisation modes"},
+      {"quant: [w8a8, w8a8]\n", "quant: 'w8a8' is given twice"},
   };
   for (const Case& c : cases) {
     const std::string e = grid_error(c.body, c.plan);
@@ -272,6 +279,182 @@ TEST(Grid, PlanSeesFinishedInterruptedAndEditedRuns) {
     EXPECT_NE(std::string(e.what()).find("run variant=sigmoid,s1"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("model.d_model"), std::string::npos) << e.what();
   }
+}
+
+TEST(Grid, QuantModesParse) {
+  const fs::path d = scratch("quant-grid");
+  EXPECT_TRUE(load_grid(grid_file(d, "seeds: [1]\n")).quant.empty());  // default: none
+  const Grid g = load_grid(grid_file(d, "seeds: [1]\nquant: [w8a8, w8a16]\n"));
+  EXPECT_EQ(g.quant, (std::vector<std::string>{"w8a8", "w8a16"}));
+  // The error names the grid file and the key.
+  const std::string path = grid_file(d, "seeds: [1]\nquant: [int8]\n");
+  try {
+    load_grid(path);
+    ADD_FAILURE() << "quant: [int8] was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "grid '" + path +
+                                         "': quant: quantisation scheme 'int8': expected wNaM "
+                                         "(weight and activation bits), e.g. w8a8 or w8a16");
+  }
+}
+
+// ---- Diverged runs and quantised evaluations on disk -----------------------------------------
+
+namespace {
+
+// The rows of a run that diverged at `step` (the trainer's rows: losses, then its error row).
+std::string diverged_rows(int step) {
+  std::string rows;
+  for (int s = 1; s < step; ++s)
+    rows += nlohmann::json{{"step", s}, {"loss", 4.0 - 0.1 * s}}.dump() + "\n";
+  return rows + nlohmann::json{{"step", step}, {"error", "non-finite loss or gradient"}}.dump() +
+         "\n";
+}
+
+}  // namespace
+
+TEST(Divergence, TheLastRowDecides) {
+  const fs::path d = scratch("divergence");
+  EXPECT_FALSE(diverged_at((d / "none").string()));  // no directory
+  write(d / "a/metrics.jsonl", diverged_rows(7));
+  EXPECT_EQ(diverged_at((d / "a").string()), std::optional<int64_t>(7));
+  write(d / "a/summary.json", "{}");  // finished after all (an extension that went through)
+  EXPECT_FALSE(diverged_at((d / "a").string()));
+  // The error row followed by more rows (a resume that got past it) is no divergence.
+  write(d / "b/metrics.jsonl",
+        diverged_rows(3) + nlohmann::json{{"step", 3}, {"loss", 1.0}}.dump() + "\n");
+  EXPECT_FALSE(diverged_at((d / "b").string()));
+  // Another error text, or a last line too long to be the error row, is not it either.
+  write(d / "c/metrics.jsonl", nlohmann::json{{"step", 2}, {"error", "disk full"}}.dump() + "\n");
+  EXPECT_FALSE(diverged_at((d / "c").string()));
+  write(d / "e/metrics.jsonl",
+        nlohmann::json{
+            {"step", 2}, {"error", "non-finite loss or gradient"}, {"pad", std::string(5000, 'x')}}
+                .dump() +
+            "\n");
+  EXPECT_FALSE(diverged_at((d / "e").string()));
+  // A long history before the error row is read from its end.
+  std::string history;
+  for (int i = 0; i < 200; ++i)
+    history += nlohmann::json{{"pad", std::string(100, 'y')}}.dump() + "\n";
+  write(d / "f/metrics.jsonl", history + diverged_rows(12));
+  EXPECT_EQ(diverged_at((d / "f").string()), std::optional<int64_t>(12));
+}
+
+TEST(Grid, PlanKeepsDivergedRunsUnlessTheStepsChange) {
+  const fs::path d = scratch("plan-diverged");
+  const std::string body =
+      "axes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\nseeds: [1]\n";
+  Grid g = load_grid(grid_file(d, body), (d / "runs").string());
+  const std::vector<GridRun> runs = expand_grid(g);
+  for (const GridRun& r : runs) write(fs::path(r.dir) / "config.yaml", run_config(g, r).to_yaml());
+  write(fs::path(runs[1].dir) / "metrics.jsonl", diverged_rows(4));
+  write(fs::path(runs[0].dir) / "metrics.jsonl",
+        nlohmann::json{{"step", 2}, {"loss", 3.0}}.dump() + "\n");  // interrupted
+  std::vector<PlannedRun> plan = plan_runs(g, runs);
+  EXPECT_EQ(plan[0].state, RunState::Resume);
+  EXPECT_EQ(plan[1].state, RunState::Diverged);
+  EXPECT_EQ(plan[1].diverged_step, 4);
+  EXPECT_STREQ(state_name(plan[1].state), "diverged");
+  // Another train.steps in the grid (an extension) resumes it.
+  write(d / "grid.yaml", "base: " + (d / "base.yaml").string() + "\nset: [train.steps=8]\n" + body);
+  Grid longer = load_grid((d / "grid.yaml").string(), (d / "runs").string());
+  plan = plan_runs(longer, expand_grid(longer));
+  EXPECT_EQ(plan[1].state, RunState::Resume);
+  EXPECT_EQ(plan[1].train_args.back(), "--resume");
+}
+
+namespace {
+
+// What `attnlab eval --quant MODE` prints, reduced to what the sweep and the report read.
+nlohmann::json eval_result(int64_t step, const std::string& scheme, double full, double quant) {
+  return {{"step", step},
+          {"val_loss", full * std::log(2.0)},
+          {"quant",
+           {{"scheme", scheme},
+            {"full_precision", {{"val_loss", full * std::log(2.0)}, {"val_bpc", full}}},
+            {"quantised", {{"val_loss", quant * std::log(2.0)}, {"val_bpc", quant}}}}}};
+}
+
+}  // namespace
+
+TEST(QuantEval, CurrentWhileItEvaluatedTheLastCheckpoint) {
+  const fs::path d = scratch("eval-status");
+  const std::string run = (d / "run").string();
+  EXPECT_EQ(eval_path(run, "w8a8"), run + "/eval-w8a8.json");
+  EXPECT_EQ(eval_args(run, "w8a16"), (std::vector<std::string>{"eval", run, "--quant", "w8a16"}));
+  EXPECT_EQ(eval_status(run, "w8a8").state, EvalState::Missing);
+  write(d / "run/summary.json", nlohmann::json{{"steps", 6}}.dump());
+  write(d / "run/checkpoints/step-00000006.ckpt", "x");
+  store_eval(run, "w8a8", eval_result(6, "w8a8", 2.0, 2.1));
+  EXPECT_EQ(nlohmann::json::parse(slurp(eval_path(run, "w8a8"))), eval_result(6, "w8a8", 2.0, 2.1));
+  EXPECT_EQ(eval_status(run, "w8a8").state, EvalState::Current);
+  EXPECT_EQ(eval_status(run, "w8a16").state, EvalState::Missing);  // each mode its own file
+  // A checkpoint written after the result (the run trained again) makes it stale.
+  const auto t = fs::last_write_time(eval_path(run, "w8a8"));
+  fs::last_write_time(d / "run/checkpoints/step-00000006.ckpt", t + std::chrono::seconds(2));
+  EvalStatus st = eval_status(run, "w8a8");
+  EXPECT_EQ(st.state, EvalState::Stale);
+  EXPECT_NE(st.why.find("step-00000006.ckpt is newer"), std::string::npos) << st.why;
+  fs::last_write_time(d / "run/checkpoints/step-00000006.ckpt", t - std::chrono::seconds(2));
+  EXPECT_EQ(eval_status(run, "w8a8").state, EvalState::Current);
+  // An extended run: its summary is at another step than the result.
+  write(d / "run/summary.json", nlohmann::json{{"steps", 9}}.dump());
+  fs::last_write_time(d / "run/checkpoints/step-00000006.ckpt", t - std::chrono::seconds(2));
+  st = eval_status(run, "w8a8");
+  EXPECT_EQ(st.state, EvalState::Stale);
+  EXPECT_EQ(st.why, "it evaluated step 6, the run is at step 9");
+  // A result of another mode under this mode's name is no result of it.
+  write(d / "run/summary.json", nlohmann::json{{"steps", 6}}.dump());
+  write(eval_path(run, "w8a16"), eval_result(6, "w8a8", 2.0, 2.1).dump());
+  EXPECT_EQ(eval_status(run, "w8a16").state, EvalState::Stale);
+  // Not finished (no summary): stale.
+  fs::remove(d / "run/summary.json");
+  EXPECT_EQ(eval_status(run, "w8a8").state, EvalState::Stale);
+  // The child's stdout goes to a temporary name of this process; what an earlier sweep left there
+  // is removed, other files are not.
+  write(d / "run/eval-w8a8.json.out.tmp.1", "{");
+  const std::string out = fresh_eval_output_file(run, "w8a8");
+  EXPECT_EQ(out, run + "/eval-w8a8.json.out.tmp." + std::to_string(::getpid()));
+  EXPECT_FALSE(fs::exists(d / "run/eval-w8a8.json.out.tmp.1"));
+  EXPECT_TRUE(fs::exists(eval_path(run, "w8a8")));
+  EXPECT_EQ(eval_log_suffix("w8a16"), ".eval-w8a16");
+}
+
+TEST(QuantEval, TheOutputIsChecked) {
+  const nlohmann::json good = eval_result(6, "w8a8", 2.0, 2.1);
+  EXPECT_EQ(checked_eval_output(good.dump() + "\n", "w8a8"), good);
+  auto error = [](const std::string& text, const std::string& mode) -> std::string {
+    try {
+      checked_eval_output(text, mode);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error("", "w8a8"), "its output is not a JSON object");
+  EXPECT_EQ(error("step 6", "w8a8"), "its output is not a JSON object");
+  nlohmann::json j = good;
+  j.erase("step");
+  EXPECT_EQ(error(j.dump(), "w8a8"), "its output has no integer `step`");
+  j = good;
+  j.erase("quant");
+  EXPECT_EQ(error(j.dump(), "w8a8"), "its output has no `quant` object");
+  EXPECT_EQ(error(good.dump(), "w8a16"), "its quant.scheme is \"w8a8\", not 'w8a16'");
+  j = good;
+  j["quant"].erase("quantised");
+  EXPECT_EQ(error(j.dump(), "w8a8"), "its quant has no full_precision and quantised metrics");
+}
+
+TEST(QuantEval, QualityMetricOfEachTask) {
+  // The tasks' compare columns (lm, vit, asr), with the statistics columns compare adds.
+  EXPECT_EQ(quality_metric({"final_val_loss", "best_val_loss", "final_val_bpc", "tokens_per_s",
+                            "final_max_kurtosis", "parameters"}),
+            "val_bpc");
+  EXPECT_EQ(quality_metric({"final_val_loss", "best_val_loss", "final_val_acc", "test_acc"}),
+            "val_acc");
+  EXPECT_EQ(quality_metric({"final_val_loss", "final_val_cer", "test_cer", "test_wer"}), "val_cer");
+  EXPECT_EQ(quality_metric({"final_val_loss", "final_max_kurtosis", "wall_time_s"}), "val_loss");
 }
 
 // ---- Statistics ------------------------------------------------------------------------------
@@ -662,4 +845,157 @@ TEST(Report, PlotsArePngs) {
             std::string::npos);
   EXPECT_FALSE(fs::exists(fs::path(f.grid.runs_dir) / "plots/loss_curves.png"))
       << "a stale plot was kept";
+}
+
+TEST(Report, QuantisedMetricsMatchHandValues) {
+  // The fixture of TablesOverSeeds…, with `quant: [w8a8]` and each finished run's result:
+  // val_bpc full → quantised, softmax 1.0→1.1, 1.2→1.25, 1.1→1.2 (change 0.1, 0.05, 0.1), sigmoid
+  // 0.9→0.92, 1.0→1.01, 1.05→1.06 (change 0.02, 0.01, 0.01); softmax1,s1's evaluation failed.
+  Fixture f = report_fixture("report-quant");
+  write(f.grid.path, f.grid.text + "quant: [w8a8]\n");
+  f.grid = load_grid(f.grid.path, f.grid.runs_dir);
+  const std::map<std::string, std::pair<double, double>> bpc = {
+      {"variant=softmax,s1", {1.0, 1.1}},  {"variant=softmax,s2", {1.2, 1.25}},
+      {"variant=softmax,s3", {1.1, 1.2}},  {"variant=sigmoid,s1", {0.9, 0.92}},
+      {"variant=sigmoid,s2", {1.0, 1.01}}, {"variant=sigmoid,s3", {1.05, 1.06}}};
+  for (const GridRun& r : f.runs)
+    if (bpc.count(r.name))
+      store_eval(r.dir, "w8a8",
+                 eval_result(6, "w8a8", bpc.at(r.name).first, bpc.at(r.name).second));
+  const GridRun& failed = f.runs[2];  // variant=softmax1,s1: finished, its evaluation failed
+  ASSERT_EQ(failed.name, "variant=softmax1,s1");
+  write(fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".eval-w8a8.status.json"),
+        nlohmann::json{{"exit", 2}}.dump());
+  ReportOptions o;
+  o.grid = f.grid.path;
+  o.runs_dir = f.grid.runs_dir;
+  o.plots = false;
+  ASSERT_EQ(run_report(o), 0);
+  const nlohmann::json rep =
+      nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
+
+  const nlohmann::json& full = metric(rep, "quant.w8a8.full.val_bpc");
+  EXPECT_EQ(full["mode"], "w8a8");
+  EXPECT_EQ(full["metric"], "val_bpc");  // the LM's quality metric
+  EXPECT_NEAR(row(full, "variant=softmax")["mean"].get<double>(), 1.1, 1e-12);
+  EXPECT_NEAR(row(full, "variant=softmax")["std"].get<double>(), 0.1, 1e-12);
+  const nlohmann::json& quant = metric(rep, "quant.w8a8.val_bpc");
+  EXPECT_NEAR(row(quant, "variant=softmax")["mean"].get<double>(), 3.55 / 3, 1e-12);
+  EXPECT_NEAR(row(quant, "variant=sigmoid")["mean"].get<double>(), 2.99 / 3, 1e-12);
+
+  const nlohmann::json& change = metric(rep, "quant.w8a8.change.val_bpc");
+  const nlohmann::json& soft = row(change, "variant=softmax");
+  EXPECT_EQ(soft["n"], 3);
+  EXPECT_NEAR(soft["mean"].get<double>(), 0.25 / 3, 1e-12);
+  EXPECT_NEAR(soft["std"].get<double>(), std::sqrt(1.0 / 1200), 1e-12);  // deviations 1, −2, 1 /60
+  const nlohmann::json& sig = row(change, "variant=sigmoid");
+  EXPECT_NEAR(sig["mean"].get<double>(), 0.04 / 3, 1e-12);
+  // Paired by seed: d = (0.02 − 0.1, 0.01 − 0.05, 0.01 − 0.1) = (−0.08, −0.04, −0.09), d̄ = −0.07,
+  // deviations −0.01, 0.03, −0.02: sd = √(0.0014 / 2).
+  const double sd = std::sqrt(0.0007), half = 4.302652730 * sd / std::sqrt(3.0);
+  EXPECT_EQ(sig["diff"]["n"], 3);
+  EXPECT_NEAR(sig["diff"]["mean"].get<double>(), -0.07, 1e-12);
+  EXPECT_NEAR(sig["diff"]["std"].get<double>(), sd, 1e-12);
+  EXPECT_NEAR(sig["diff"]["ci_low"].get<double>(), -0.07 - half, 1e-9);
+  EXPECT_NEAR(sig["diff"]["ci_high"].get<double>(), -0.07 + half, 1e-9);
+  EXPECT_EQ(row(change, "variant=softmax1")["n"], 0);  // its one finished run has no result
+
+  const std::string md = slurp(fs::path(f.grid.runs_dir) / "report.md");
+  EXPECT_NE(md.find("## Quantised evaluation (w8a8)"), std::string::npos) << md;
+  const std::string change_line =
+      fmt::format("| sigmoid | 3 | {:.3g} ± {:.3g} | {:.3g} (n = 3) | [{:.3g}, {:.3g}] |", 0.04 / 3,
+                  std::sqrt(1.0 / 3e4), -0.07, -0.07 - half, -0.07 + half);
+  EXPECT_NE(md.find(change_line), std::string::npos) << change_line << "\n" << md;
+  EXPECT_NE(md.find("| variant=softmax1,s1 | w8a8 | failed (exit 2); log `" + f.grid.runs_dir +
+                    "/logs/variant=softmax1,s1.eval-w8a8.log` |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find(" eval " + f.grid.runs_dir + "/variant=sigmoid,s2 --quant w8a8\n"),
+            std::string::npos)
+      << "the reproduce section\n"
+      << md;
+
+  // A result older than the run's last checkpoint is left out, and said so.
+  const GridRun& s1 = f.runs[0];
+  write(fs::path(s1.dir) / "checkpoints/step-00000006.ckpt", "x");
+  fs::last_write_time(fs::path(s1.dir) / "checkpoints/step-00000006.ckpt",
+                      fs::last_write_time(eval_path(s1.dir, "w8a8")) + std::chrono::seconds(2));
+  ASSERT_EQ(run_report(o), 0);
+  const nlohmann::json again =
+      nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
+  const nlohmann::json& soft2 = row(metric(again, "quant.w8a8.change.val_bpc"), "variant=softmax");
+  EXPECT_EQ(soft2["seeds"], (std::vector<int64_t>{2, 3}));
+  EXPECT_NEAR(soft2["mean"].get<double>(), 0.075, 1e-12);
+  EXPECT_NE(slurp(fs::path(f.grid.runs_dir) / "report.md")
+                .find("| variant=softmax,s1 | w8a8 | " + s1.dir +
+                      "/checkpoints/step-00000006.ckpt is newer |"),
+            std::string::npos);
+}
+
+TEST(Report, DivergedRunsAreCountedPerPoint) {
+  // A stability study: lr 1e-3 finishes (2.0, 2.1, 2.2), lr 0.5 diverges for seed 2 (at step 5;
+  // the others give 2.0, 2.2), lr 1 diverges for every seed (at steps 2, 3, 2).
+  const fs::path d = scratch("report-diverged");
+  Grid g = load_grid(grid_file(d,
+                               "axes:\n  - key: train.lr\n    values: [1e-3, 0.5, 1]\n"
+                               "seeds: [1, 2, 3]\n"),
+                     (d / "runs").string());
+  const std::vector<GridRun> runs = expand_grid(g);
+  const std::map<std::string, double> loss = {{"lr=1e-3,s1", 2.0},
+                                              {"lr=1e-3,s2", 2.1},
+                                              {"lr=1e-3,s3", 2.2},
+                                              {"lr=0.5,s1", 2.0},
+                                              {"lr=0.5,s3", 2.2}};
+  const std::map<std::string, int> diverged = {
+      {"lr=0.5,s2", 5}, {"lr=1,s1", 2}, {"lr=1,s2", 3}, {"lr=1,s3", 2}};
+  for (const GridRun& r : runs) {
+    if (loss.count(r.name)) {
+      fixture_run(g, r, loss.at(r.name));
+      continue;
+    }
+    ASSERT_TRUE(diverged.count(r.name)) << r.name;
+    write(fs::path(r.dir) / "config.yaml", run_config(g, r).to_yaml());
+    write(fs::path(r.dir) / "metrics.jsonl", diverged_rows(diverged.at(r.name)));
+    write(fs::path(g.runs_dir) / "logs" / (r.name + ".status.json"),
+          nlohmann::json{{"exit", 3}}.dump());
+  }
+  ReportOptions o{g.path, g.runs_dir, (d / "out").string(), false};
+  ASSERT_EQ(run_report(o), 0);
+  const std::string md = slurp(d / "out/report.md");
+  EXPECT_NE(
+      md.find("9 runs (3 grid points × 3 seeds) in `" + g.runs_dir + "`: 5 finished, 4 diverged."),
+      std::string::npos)
+      << md;
+  for (const auto& [name, step] : diverged)
+    EXPECT_NE(md.find(fmt::format("| {} | diverged at step {} | 3 |", name, step)),
+              std::string::npos)
+        << name << "\n"
+        << md;
+  EXPECT_NE(md.find("| lr | seeds | diverged | mean ± std |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 1e-3 | 3 | 0/3 | 2.1000 ± 0.1000 |"), std::string::npos) << md;
+  EXPECT_NE(md.find(fmt::format("| 0.5 | 2 | 1/3 | 2.1000 ± {:.4f} |", std::sqrt(0.02))),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| 1 | 0 | 3/3 | — |"), std::string::npos) << md;
+  const nlohmann::json rep = nlohmann::json::parse(slurp(d / "out/report.json"));
+  const nlohmann::json& m = metric(rep, "final_val_loss");
+  EXPECT_EQ(row(m, "lr=1")["diverged"], 3);
+  EXPECT_EQ(row(m, "lr=0.5")["diverged"], 1);
+  EXPECT_EQ(row(m, "lr=1e-3")["diverged"], 0);
+  for (const nlohmann::json& r : rep["runs"]) {
+    if (!diverged.count(r["name"])) {
+      EXPECT_TRUE(r["diverged_at"].is_null()) << r;
+      continue;
+    }
+    EXPECT_EQ(r["state"], "diverged") << r;
+    EXPECT_EQ(r["diverged_at"], diverged.at(r["name"])) << r;
+  }
+  // Without a diverged run there is no such column (the earlier tables stay as they were).
+  const Fixture f = report_fixture("report-plain");
+  ReportOptions fo{f.grid.path, f.grid.runs_dir, "", false};
+  ASSERT_EQ(run_report(fo), 0);
+  const std::string fmd = slurp(fs::path(f.grid.runs_dir) / "report.md");
+  EXPECT_EQ(fmd.find("diverged"), std::string::npos) << fmd;
+  // Exit 3 without the trainer's error row (softmax1,s2 there) stays a failed run.
+  EXPECT_NE(fmd.find("| variant=softmax1,s2 | failed | 3 |"), std::string::npos) << fmd;
 }

@@ -1,7 +1,9 @@
 // `attnlab sweep` and `attnlab report` end to end on a tiny LM grid (the real KJV text): a sweep
 // whose children are killed mid-run resumes to exactly the metrics of an uninterrupted sweep,
 // finished runs are skipped, a failing run does not stop the others, grid errors start nothing,
-// --emit-slurm / --only-index / --dry-run.
+// --emit-slurm / --only-index / --dry-run; the grid's quantised evaluations (written, kept while
+// current, redone for an extended run, a failed one reported) and diverged runs (a result: kept,
+// not retried, until the grid's train.steps changes).
 #include <fmt/format.h>
 
 #include "e2e_util.h"
@@ -175,4 +177,143 @@ TEST(Sweep, EmitSlurmOnlyIndexAndDryRun) {
   const std::string md = slurp(d + "/report/report.md");
   EXPECT_NE(md.find("| variant=softmax,s1 | not run |"), std::string::npos) << md;
   EXPECT_NE(md.find("| sigmoid | 1 |"), std::string::npos) << md;
+}
+
+TEST(Sweep, QuantisedEvaluationsAreWrittenKeptAndRedone) {
+  const std::string d = scratch("sweep-quant"), runs = d + "/runs";
+  const std::string body =
+      "axes:\n  - key: attention.variant\n    values: [softmax, sigmoid]\nseeds: [1]\n"
+      "quant: [w8a8]\n";
+  const std::string g = grid(d, body);
+  const std::vector<std::string> names = {"variant=softmax,s1", "variant=sigmoid,s1"};
+  Result dry = run("sweep " + g + " --runs-dir " + runs + " --dry-run");
+  ASSERT_EQ(dry.code, 0) << dry.err;
+  for (const std::string& name : names)
+    EXPECT_NE(dry.out.find(" eval " + runs + "/" + name + " --quant w8a8\n"), std::string::npos)
+        << dry.out;
+
+  Result a = run("sweep " + g + " --runs-dir " + runs + " --no-report");
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_NE(a.err.find("quantised evaluations (w8a8): 0 current (kept), 2 to run"),
+            std::string::npos)
+      << a.err;
+  std::vector<std::string> results;
+  for (const std::string& name : names) {
+    const std::string dir = runs + "/" + name, file = dir + "/eval-w8a8.json";
+    ASSERT_TRUE(fs::exists(file)) << a.err;
+    const auto e = nlohmann::json::parse(slurp(file));
+    const auto summary = nlohmann::json::parse(slurp(dir + "/summary.json"));
+    EXPECT_EQ(e["step"], 6);
+    EXPECT_EQ(e["quant"]["scheme"], "w8a8");
+    // The evaluation is of the run's last checkpoint: its full precision is the run's own last
+    // validation loss, and the quantised model's is another number.
+    EXPECT_EQ(e["quant"]["full_precision"]["val_loss"], summary["final_val_loss"]) << name;
+    EXPECT_NE(e["quant"]["quantised"]["val_loss"], summary["final_val_loss"]) << name;
+    // What `attnlab eval` prints is what the sweep kept.
+    Result direct = run("eval " + dir + " --quant w8a8");
+    ASSERT_EQ(direct.code, 0) << direct.err;
+    EXPECT_EQ(nlohmann::json::parse(direct.out)["quant"]["quantised"], e["quant"]["quantised"]);
+    results.push_back(slurp(file));
+  }
+  for (const auto& e : fs::directory_iterator(runs + "/" + names[0]))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+
+  // Current results are kept: nothing is evaluated again.
+  const auto mtime = fs::last_write_time(runs + "/" + names[0] + "/eval-w8a8.json");
+  Result b = run("sweep " + g + " --runs-dir " + runs);
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_NE(b.err.find("quantised evaluations (w8a8): 2 current (kept), 0 to run"),
+            std::string::npos)
+      << b.err;
+  EXPECT_EQ(fs::last_write_time(runs + "/" + names[0] + "/eval-w8a8.json"), mtime);
+  const std::string md = slurp(runs + "/report.md");
+  const double q = nlohmann::json::parse(results[1])["quant"]["quantised"]["val_bpc"];
+  char line[64];  // (this suite links no fmt)
+  std::snprintf(line, sizeof line, "| sigmoid | 1 | %.4f |", q);
+  EXPECT_NE(md.find(line), std::string::npos) << line << "\n" << md;
+  EXPECT_NE(md.find("### val_bpc change, w8a8 − full precision (`quant.w8a8.change.val_bpc`)"),
+            std::string::npos)
+      << md;
+
+  // A failed evaluation is reported like a failed run; the others go on. (softmax's result is
+  // removed and its checkpoints broken, so its evaluation cannot load them.)
+  fs::remove(runs + "/" + names[0] + "/eval-w8a8.json");
+  for (const auto& e : fs::directory_iterator(runs + "/" + names[0] + "/checkpoints"))
+    std::ofstream(e.path()) << "broken";
+  Result c = run("sweep " + g + " --runs-dir " + runs + " --no-report");
+  EXPECT_EQ(c.code, 1) << c.err;
+  EXPECT_NE(c.err.find(names[0] + " --quant w8a8 FAILED (exit 2)"), std::string::npos) << c.err;
+  EXPECT_NE(c.err.find(runs + "/logs/" + names[0] + ".eval-w8a8.log"), std::string::npos) << c.err;
+  EXPECT_NE(slurp(runs + "/logs/" + names[0] + ".eval-w8a8.log").find("no usable checkpoint"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(runs + "/" + names[0] + "/eval-w8a8.json"));
+  EXPECT_EQ(slurp(runs + "/" + names[1] + "/eval-w8a8.json"), results[1]);
+
+  // An extended run (train.steps 6 → 9 in the grid) is resumed, then evaluated again.
+  const std::string longer = grid(d, "set: [train.steps=9]\n" + body);
+  fs::remove_all(runs + "/" + names[0]);
+  Result e = run("sweep " + longer + " --runs-dir " + runs + " --no-report");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.err.find("resuming " + names[1]), std::string::npos) << e.err;
+  EXPECT_NE(e.err.find("quantised evaluations (w8a8): 0 current (kept), 2 to run"),
+            std::string::npos)
+      << e.err;
+  for (const std::string& name : names)
+    EXPECT_EQ(nlohmann::json::parse(slurp(runs + "/" + name + "/eval-w8a8.json"))["step"], 9)
+        << name;
+}
+
+TEST(Sweep, ADivergedRunIsAResultAndIsNotRetried) {
+  const std::string d = scratch("sweep-diverged"), g = grid(d, kVariants), runs = d + "/runs";
+  const std::string dir = runs + "/" + kRuns[1];  // variant=sigmoid,s1
+  // Run 1 alone, its loss poisoned at step 4 (the trainer's test hook): it diverges there.
+  Result a = run("sweep " + g + " --runs-dir " + runs + " --only-index 1 --child-nan-at-step 4");
+  EXPECT_EQ(a.code, 0) << "a divergence is a result, not a failure: " << a.err;
+  EXPECT_NE(a.err.find(kRuns[1] + " diverged at step 4 (non-finite loss)"), std::string::npos)
+      << a.err;
+  const auto status = nlohmann::json::parse(slurp(runs + "/logs/" + kRuns[1] + ".status.json"));
+  EXPECT_EQ(status["exit"], 3);
+  EXPECT_EQ(status["diverged_at"], 4);
+  EXPECT_FALSE(fs::exists(dir + "/summary.json"));
+  const std::string rows = slurp(dir + "/metrics.jsonl");
+
+  Result dry = run("sweep " + g + " --runs-dir " + runs + " --dry-run");
+  ASSERT_EQ(dry.code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("diverged  " + kRuns[1] + " (diverged at step 4: kept)"),
+            std::string::npos)
+      << dry.out;
+  EXPECT_NE(dry.out.find("new       " + kRuns[0]), std::string::npos) << dry.out;
+
+  // The whole grid: the others are trained, the diverged run is kept as it is.
+  Result b = run("sweep " + g + " --runs-dir " + runs);
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_NE(b.err.find("0 finished earlier (kept), 1 diverged earlier (kept), 0 to resume, 3 to "
+                       "train"),
+            std::string::npos)
+      << b.err;
+  EXPECT_NE(b.err.find(kRuns[1] + " diverged at step 4 earlier: kept"), std::string::npos) << b.err;
+  EXPECT_EQ(b.err.find("training " + kRuns[1]), std::string::npos) << b.err;
+  EXPECT_EQ(b.err.find("resuming " + kRuns[1]), std::string::npos) << b.err;
+  EXPECT_EQ(slurp(dir + "/metrics.jsonl"), rows);
+  const std::string md = slurp(runs + "/report.md");
+  EXPECT_NE(md.find("| " + kRuns[1] + " | diverged at step 4 | 3 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| sigmoid | 1 | 1/2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| softmax | 2 | 0/2 |"), std::string::npos) << md;
+
+  // Again: nothing to do.
+  Result c = run("sweep " + g + " --runs-dir " + runs + " --no-report");
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_NE(c.err.find("3 finished earlier (kept), 1 diverged earlier (kept), 0 to resume, 0 to "
+                       "train"),
+            std::string::npos)
+      << c.err;
+  EXPECT_EQ(slurp(dir + "/metrics.jsonl"), rows);
+
+  // Another train.steps in the grid resumes it (from its last good checkpoint, step 3; without
+  // the hook it now trains through).
+  const std::string longer = grid(d, "set: [train.steps=8]\n" + std::string(kVariants));
+  Result e = run("sweep " + longer + " --runs-dir " + runs + " --no-report");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.err.find("resuming " + kRuns[1]), std::string::npos) << e.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir + "/summary.json"))["steps"], 8);
 }

@@ -117,6 +117,8 @@ int main(int argc, char** argv) {
   sweep->add_flag("!--no-report", sweep_opt.report, "Do not write the report at the end");
   sweep->add_option("--child-abort-after-step", sweep_opt.child_abort_after_step, "Testing: --abort-after-step for each run")
       ->group("");
+  sweep->add_option("--child-nan-at-step", sweep_opt.child_nan_at_step, "Testing: --nan-at-step for each run")
+      ->group("");
   sweep->callback([&] { exit_code = attn::studies::run_sweep(sweep_opt); });
 
   auto* report = app.add_subcommand("report", "Write a study's report.md: tables over seeds, paired differences, plots");

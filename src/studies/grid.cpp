@@ -8,6 +8,7 @@
 #include <set>
 
 #include "config/config.h"
+#include "metrics/fake_quant.h"
 #include "train/run_files.h"
 
 namespace fs = std::filesystem;
@@ -141,8 +142,27 @@ std::vector<int64_t> parse_seeds(const Grid& g, const YAML::Node& n) {
   return seeds;
 }
 
+// `quant: [w8a8, ...]`: modes `attnlab eval --quant` accepts, each once.
+std::vector<std::string> parse_quant(const Grid& g, const YAML::Node& n) {
+  if (!n.IsSequence()) fail(g, "quant: expected a list of quantisation modes (e.g. [w8a8, w8a16])");
+  std::vector<std::string> modes;
+  for (const YAML::Node& m : n) {
+    const std::string mode = scalar(g, m, "quant");
+    try {
+      metrics::parse_quant_scheme(mode);
+    } catch (const std::invalid_argument& e) {
+      fail(g, std::string("quant: ") + e.what());
+    }
+    if (std::find(modes.begin(), modes.end(), mode) != modes.end())
+      fail(g, fmt::format("quant: '{}' is given twice", mode));
+    modes.push_back(mode);
+  }
+  return modes;
+}
+
 void parse_top(Grid& g, const YAML::Node& root) {
-  static const std::set<std::string> known = {"name", "base", "set", "axes", "seeds", "runs_dir"};
+  static const std::set<std::string> known = {"name",  "base",     "set",  "axes",
+                                              "seeds", "runs_dir", "quant"};
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string k = it->first.as<std::string>();
     if (!known.count(k))
@@ -174,6 +194,7 @@ void parse_top(Grid& g, const YAML::Node& root) {
     for (size_t i = 0; i < a.size(); ++i) g.axes.push_back(parse_axis(g, a[i], i));
   }
   g.runs_dir = root["runs_dir"] ? scalar(g, root["runs_dir"], "runs_dir") : "runs/" + g.name;
+  if (root["quant"]) g.quant = parse_quant(g, root["quant"]);
 }
 
 // A key given twice (two axes, or an axis and `set:`) would leave one of them meaningless.
@@ -245,7 +266,7 @@ Grid load_grid(const std::string& path, const std::string& runs_dir_override) {
     fail(g, std::string("YAML error: ") + e.what());
   }
   if (!root.IsMap())
-    fail(g, "the top level must be a mapping (base, set, axes, seeds, name, runs_dir)");
+    fail(g, "the top level must be a mapping (base, set, axes, seeds, name, runs_dir, quant)");
   parse_top(g, root);
   check_unique_keys(g);
   check_names(g);

@@ -26,6 +26,8 @@ struct Grid {
   std::vector<GridAxis> axes;
   std::vector<int64_t> seeds;  // `seeds:`, default the base config's run.seed
   std::string runs_dir;        // `runs_dir:` or --runs-dir, default runs/<name>
+  // `quant:`, the `attnlab eval --quant` modes (w8a8, w8a16) each finished run is evaluated in.
+  std::vector<std::string> quant;
 };
 
 struct GridRun {

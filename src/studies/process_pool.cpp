@@ -73,7 +73,11 @@ pid_t start(const Job& job, const std::string& device) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fd, STDOUT_FILENO);
+  if (job.stdout_file.empty())
+    posix_spawn_file_actions_adddup2(&fa, fd, STDOUT_FILENO);
+  else
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, job.stdout_file.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&fa, fd, STDERR_FILENO);
   std::vector<std::string> args = job.argv, env = child_environment(device);
   std::vector<char*> argv = pointers(args), envp = pointers(env);

@@ -1,6 +1,7 @@
 // Child processes, a few at a time: each job's program runs with its stdout and stderr appended
-// to its log file, so a run that crashes takes only itself down. With devices, the job in slot i
-// sees only devices[i] (CUDA_VISIBLE_DEVICES): one run per GPU.
+// to its log file (or its stdout into a file of its own, for a program's result), so a run that
+// crashes takes only itself down. With devices, the job in slot i sees only devices[i]
+// (CUDA_VISIBLE_DEVICES): one run per GPU.
 #pragma once
 #include <functional>
 #include <string>
@@ -11,6 +12,7 @@ namespace attn::studies {
 struct Job {
   std::vector<std::string> argv;  // argv[0] is the program's path
   std::string log;                // appended to; its folder is created
+  std::string stdout_file = "";   // when not empty: stdout goes here (truncated), stderr to log
 };
 
 struct JobResult {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <filesystem>
 
+#include "studies/divergence.h"
 #include "train/run_dir.h"
 #include "train/run_setup.h"
 #include "train/saved_config.h"
@@ -36,6 +37,8 @@ const char* state_name(RunState s) {
       return "resume";
     case RunState::Finished:
       return "finished";
+    case RunState::Diverged:
+      return "diverged";
   }
   return "?";
 }
@@ -76,9 +79,17 @@ std::vector<PlannedRun> plan_runs(const Grid& grid, const std::vector<GridRun>& 
         train::check_run_dir(r.dir, true);
         const Config saved = Config::from_file(r.dir + "/config.yaml");
         train::reopen_config(saved, c, train::Reopen::Resume, r.dir);
+        // Finished and diverged runs are outcomes; another train.steps in the grid resumes them
+        // (the trainer's extension: a diverged run from its last good checkpoint, on the
+        // schedule of the new length).
         const bool same_steps = saved.get_int("train.steps") == c.get_int("train.steps");
-        p.state = fs::exists(r.dir + "/summary.json") && same_steps ? RunState::Finished
-                                                                    : RunState::Resume;
+        const std::optional<int64_t> diverged = diverged_at(r.dir);
+        if (same_steps && fs::exists(r.dir + "/summary.json"))
+          p.state = RunState::Finished;
+        else if (same_steps && diverged)
+          p.state = RunState::Diverged, p.diverged_step = *diverged;
+        else
+          p.state = RunState::Resume;
       });
     } else {
       blame(grid, where, [&] { train::check_run_dir(r.dir, false); });
@@ -87,6 +98,14 @@ std::vector<PlannedRun> plan_runs(const Grid& grid, const std::vector<GridRun>& 
     out.push_back(std::move(p));
   }
   return out;
+}
+
+std::string log_file(const Grid& grid, const GridRun& run, const std::string& suffix) {
+  return (fs::path(grid.runs_dir) / "logs" / (run.name + suffix + ".log")).string();
+}
+
+std::string status_file(const Grid& grid, const GridRun& run, const std::string& suffix) {
+  return (fs::path(grid.runs_dir) / "logs" / (run.name + suffix + ".status.json")).string();
 }
 
 std::string attnlab_binary() { return fs::read_symlink("/proc/self/exe").string(); }

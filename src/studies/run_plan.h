@@ -2,6 +2,7 @@
 // the run's config validated with the real schema and the trainer's rules (the task's rules, the
 // run directory's safety), its state on disk, and the `attnlab train` command that trains it.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@ enum class RunState {
   New,       // nothing there: trained
   Resume,    // config.yaml but no summary.json (interrupted or failed): resumed with --resume
   Finished,  // summary.json, the grid's train.steps: skipped
+  Diverged,  // stopped on a non-finite loss (studies/divergence.h), the grid's train.steps: kept
 };
 const char* state_name(RunState s);
 
@@ -24,6 +26,7 @@ struct PlannedRun {
   // `attnlab train` arguments after the program name: --config BASE, the grid's --set, the
   // axes', run.seed, run.dir (and --resume for a resumed run).
   std::vector<std::string> train_args;
+  int64_t diverged_step = -1;  // Diverged: the step of the non-finite loss
 };
 
 // The run's config (base, the grid's set:, its axis values, seed and directory), resolved by the
@@ -36,6 +39,12 @@ std::vector<PlannedRun> plan_runs(const Grid& grid, const std::vector<GridRun>& 
 
 // The arguments of a fresh `attnlab train` for the run (no --resume).
 std::vector<std::string> train_args(const Grid& grid, const GridRun& run);
+
+// The sweep's files of a run in runs_dir/logs: <name><suffix>.log, the child's output, and
+// <name><suffix>.status.json, its outcome; suffix "" for the training, ".eval-MODE" for a
+// quantised evaluation.
+std::string log_file(const Grid& grid, const GridRun& run, const std::string& suffix = "");
+std::string status_file(const Grid& grid, const GridRun& run, const std::string& suffix = "");
 
 // The running attnlab binary (/proc/self/exe), absolute.
 std::string attnlab_binary();

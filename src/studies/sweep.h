@@ -1,8 +1,10 @@
 // `attnlab sweep GRID.yaml`: every run of a study's grid (studies/grid.h) as an `attnlab train`
-// child process: finished runs skipped, interrupted ones resumed, the rest trained; a failed run
-// is reported (exit code, log) and the others go on. Each run's stdout and stderr go to
-// runs_dir/logs/<name>.log, its outcome to runs_dir/logs/<name>.status.json. The whole grid is
-// validated first: a bad grid is one ConfigError (exit 2) and nothing starts. Then the report.
+// child process: finished (and diverged) runs skipped, interrupted ones resumed, the rest trained;
+// a failed run is reported (exit code, log) and the others go on. Then each finished run's
+// quantised evaluations (the grid's `quant:`, studies/quant_eval.h) that are not current. Each
+// run's stdout and stderr go to runs_dir/logs/<name>.log, its outcome to
+// runs_dir/logs/<name>.status.json. The whole grid is validated first: a bad grid is one
+// ConfigError (exit 2) and nothing starts. Then the report.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,9 +20,11 @@ struct SweepOptions {
   int64_t parallel = 0;     // runs at once; 0: one per visible GPU for CUDA runs, else 1
   bool report = true;
   int64_t child_abort_after_step = -1;  // testing: passed to each child as --abort-after-step
+  int64_t child_nan_at_step = -1;       // testing: passed to each child as --nan-at-step
 };
 
-// 0 when every run finished; 1 when one failed (or the report did); 128 + signal when stopped.
+// 0 when every run finished or diverged (a result: studies/divergence.h); 1 when one failed, a
+// quantised evaluation failed, or the report did; 128 + signal when stopped.
 int run_sweep(const SweepOptions& opt);
 
 }  // namespace attn::studies
