@@ -143,6 +143,29 @@ TEST(Grid, ZipAxesMoveTogether) {
   EXPECT_EQ(c.get_string("run.dir"), "elsewhere/variant=sigmoid,position=alibi,lr=3e-4,s5");
 }
 
+// A zip member's values may repeat (a softmax point and sigmoid at several biases); only a whole
+// tuple given twice is an error (the same run name).
+TEST(Grid, ZipMembersMayRepeatAValue) {
+  const fs::path d = scratch("zip-repeat");
+  Grid g = load_grid(grid_file(d,
+                               "axes:\n  - zip:\n      - {key: attention.variant, values: [softmax, sigmoid, sigmoid]}\n"
+                               "      - {key: attention.sigmoid_bias, values: [auto, 0, auto]}\nseeds: [1]\n"));
+  const std::vector<GridRun> runs = expand_grid(g);
+  ASSERT_EQ(runs.size(), 3u);
+  EXPECT_EQ(runs[1].name, "variant=sigmoid,sigmoid_bias=0,s1");
+  EXPECT_EQ(runs[2].name, "variant=sigmoid,sigmoid_bias=auto,s1");
+  const std::string twice = grid_file(d,
+                                      "axes:\n  - zip:\n      - {key: attention.variant, values: [sigmoid, sigmoid]}\n"
+                                      "      - {key: attention.sigmoid_bias, values: [0, 0]}\nseeds: [1]\n");
+  try {
+    load_grid(twice);
+    ADD_FAILURE() << "a zip tuple given twice was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("give the same run name part 'variant=sigmoid,sigmoid_bias=0'"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Grid, SeedsDefaultToTheBaseConfigsAndNameToTheFile) {
   const fs::path d = scratch("defaults");
   Grid g = load_grid(grid_file(d, "axes:\n  - key: attention.variant\n    values: [softmax]\n"));

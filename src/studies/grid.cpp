@@ -38,9 +38,11 @@ void check_axis_key(const Grid& g, const std::string& key, const std::string& wh
   if (key == "run.dir") fail(g, where + ": run.dir is set by the sweep (runs_dir/<run name>)");
 }
 
-// One `{key: K, values: [...]}` entry (an axis, or a member of a zip).
+// One `{key: K, values: [...]}` entry (an axis, or a member of a zip). An axis's values are
+// distinct; a zip member's may repeat (sigmoid at three biases), its tuples being checked by
+// the run names (check_names).
 std::pair<std::string, std::vector<std::string>> key_values(const Grid& g, const YAML::Node& n,
-                                                            const std::string& where) {
+                                                            const std::string& where, bool distinct) {
   if (!n.IsMap()) fail(g, where + ": expected {key: K, values: [...]}");
   for (auto it = n.begin(); it != n.end(); ++it) {
     const std::string k = it->first.as<std::string>();
@@ -57,7 +59,7 @@ std::pair<std::string, std::vector<std::string>> key_values(const Grid& g, const
   std::vector<std::string> values;
   for (const YAML::Node& v : vs) {
     std::string s = scalar(g, v, named + " values");
-    if (std::find(values.begin(), values.end(), s) != values.end())
+    if (distinct && std::find(values.begin(), values.end(), s) != values.end())
       fail(g, fmt::format("{}: value '{}' is given twice", named, s));
     values.push_back(std::move(s));
   }
@@ -69,7 +71,7 @@ GridAxis parse_axis(const Grid& g, const YAML::Node& n, size_t i) {
   if (!n.IsMap()) fail(g, where + ": expected {key: K, values: [...]} or {zip: [...]}");
   GridAxis a;
   if (!n["zip"]) {
-    auto [key, values] = key_values(g, n, where);
+    auto [key, values] = key_values(g, n, where, true);
     a.keys = {key};
     for (std::string& v : values) a.values.push_back({std::move(v)});
     return a;
@@ -80,7 +82,7 @@ GridAxis parse_axis(const Grid& g, const YAML::Node& n, size_t i) {
     fail(g, where + " (zip): expected a list of two or more {key, values}");
   std::vector<std::vector<std::string>> columns;
   for (size_t j = 0; j < z.size(); ++j) {
-    auto [key, values] = key_values(g, z[j], fmt::format("{} (zip) entry {}", where, j + 1));
+    auto [key, values] = key_values(g, z[j], fmt::format("{} (zip) entry {}", where, j + 1), false);
     a.keys.push_back(key);
     columns.push_back(std::move(values));
   }
