@@ -54,7 +54,9 @@ TEST(Sweep, KilledRunsResumeToTheUninterruptedMetricsAndFinishedOnesAreSkipped) 
     EXPECT_NE(k.err.find(killed + "/logs/" + name + ".log"), std::string::npos) << k.err;
   }
 
-  Result r = run("sweep " + g + " --runs-dir " + killed);
+  // Resumed with --threads 2 (the base config says 1): the thread count changes no number, so
+  // the metrics still equal the uninterrupted 1-thread sweep's.
+  Result r = run("sweep " + g + " --runs-dir " + killed + " --threads 2");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("0 finished earlier (kept), 4 to resume, 0 to train"), std::string::npos)
       << r.err;
@@ -70,6 +72,7 @@ TEST(Sweep, KilledRunsResumeToTheUninterruptedMetricsAndFinishedOnesAreSkipped) 
     const std::string log = slurp(killed + "/logs/" + name + ".log");
     EXPECT_NE(log.find("exit 137"), std::string::npos) << log;
     EXPECT_NE(log.find("--resume"), std::string::npos) << log;
+    EXPECT_NE(log.find("--set run.threads=2"), std::string::npos) << log;
   }
   EXPECT_TRUE(fs::exists(killed + "/report.md"));
 

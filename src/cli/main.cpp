@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   sweep->add_option("--parallel", sweep_opt.parallel, "Runs at once (default: one per visible GPU for run.device=cuda, else 1)")
       ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+  sweep->add_option("--threads", sweep_opt.threads,
+                    "CPU threads of each run (--set run.threads=N for every child; it changes no result)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   sweep->add_flag("!--no-report", sweep_opt.report, "Do not write the report at the end");
   sweep->add_option("--child-abort-after-step", sweep_opt.child_abort_after_step, "Testing: --abort-after-step for each run")
       ->group("");

@@ -32,11 +32,19 @@ std::string duration(double s) {
                    : fmt::format("{}m{:02}s", t / 60, t % 60);
 }
 
+// --threads N: `--set run.threads=N` for each child (training, resuming, evaluating). A run's
+// numbers do not depend on its thread count, so a resume or a kept run is unaffected.
+std::vector<std::string> thread_args(int64_t threads) {
+  if (threads <= 0) return {};
+  return {"--set", fmt::format("run.threads={}", threads)};
+}
+
 // One line per quantised evaluation of a run in --dry-run: its command, or why none is needed.
-void print_evals(const Grid& g, const PlannedRun& p, const std::string& bin) {
+void print_evals(const Grid& g, const PlannedRun& p, const std::string& bin, int64_t threads) {
   for (const std::string& mode : g.quant) {
     std::vector<std::string> argv = {bin};
     for (const std::string& a : eval_args(p.run.dir, mode)) argv.push_back(a);
+    for (const std::string& a : thread_args(threads)) argv.push_back(a);
     if (p.state == RunState::Diverged) {
       fmt::print("      eval {}: none (the run diverged)\n", mode);
     } else if (p.state != RunState::Finished) {
@@ -52,7 +60,7 @@ void print_evals(const Grid& g, const PlannedRun& p, const std::string& bin) {
 }
 
 void print_plan(const Grid& g, const std::vector<PlannedRun>& plan,
-                const std::vector<size_t>& chosen) {
+                const std::vector<size_t>& chosen, int64_t threads) {
   fmt::print(
       "{} runs of study '{}' into {} (a new run is trained, `resume` continues one, `finished` is "
       "kept, `diverged` is kept as a result){}:\n",
@@ -64,13 +72,14 @@ void print_plan(const Grid& g, const std::vector<PlannedRun>& plan,
   for (size_t i : chosen) {
     std::vector<std::string> argv = {bin};
     argv.insert(argv.end(), plan[i].train_args.begin(), plan[i].train_args.end());
+    for (const std::string& a : thread_args(threads)) argv.push_back(a);
     fmt::print("{:>4}  {:<8}  {}{}\n      {}\n", plan[i].run.index, state_name(plan[i].state),
                plan[i].run.name,
                plan[i].state == RunState::Diverged
                    ? fmt::format(" (diverged at step {}: kept)", plan[i].diverged_step)
                    : "",
                shell_line(argv));
-    print_evals(g, plan[i], bin);
+    print_evals(g, plan[i], bin, threads);
   }
 }
 
@@ -151,7 +160,7 @@ std::vector<EvalJob> evals_to_run(const Grid& g, const std::vector<PlannedRun>& 
 // Runs the evaluations (as many at once as runs train, on the same GPUs); each one's stdout
 // checked and stored, its outcome in logs/<name>.eval-MODE.status.json. Failures are added.
 void run_evals(const Grid& g, const std::vector<PlannedRun>& plan,
-               const std::vector<size_t>& chosen, PoolOptions pool,
+               const std::vector<size_t>& chosen, PoolOptions pool, int64_t threads,
                std::vector<std::string>& failures) {
   size_t current = 0;
   const std::vector<EvalJob> todo = evals_to_run(g, plan, chosen, current);
@@ -163,6 +172,7 @@ void run_evals(const Grid& g, const std::vector<PlannedRun>& plan,
   for (const EvalJob& e : todo) {
     Job j{{bin}, log_file(g, plan[e.plan].run, eval_log_suffix(e.mode)), e.out};
     for (const std::string& a : eval_args(plan[e.plan].run.dir, e.mode)) j.argv.push_back(a);
+    for (const std::string& a : thread_args(threads)) j.argv.push_back(a);
     jobs.push_back(std::move(j));
   }
   size_t done = 0;
@@ -218,7 +228,7 @@ int run_sweep(const SweepOptions& opt) {
   for (size_t i = 0; i < plan.size(); ++i)
     if (opt.only_index < 0 || static_cast<int64_t>(i) == opt.only_index) chosen.push_back(i);
   if (opt.dry_run) {
-    print_plan(g, plan, chosen);
+    print_plan(g, plan, chosen, opt.threads);
     return 0;
   }
 
@@ -256,6 +266,7 @@ int run_sweep(const SweepOptions& opt) {
   for (size_t i : todo) {
     Job j{{bin}, log_file(g, plan[i].run)};
     j.argv.insert(j.argv.end(), plan[i].train_args.begin(), plan[i].train_args.end());
+    for (const std::string& a : thread_args(opt.threads)) j.argv.push_back(a);
     if (opt.child_abort_after_step >= 0)
       j.argv.insert(j.argv.end(),
                     {"--abort-after-step", std::to_string(opt.child_abort_after_step)});
@@ -305,7 +316,7 @@ int run_sweep(const SweepOptions& opt) {
   const std::vector<JobResult> results = run_jobs(jobs, pool);
   const size_t not_started = std::count_if(results.begin(), results.end(),
                                            [](const JobResult& r) { return r.exit_code < 0; });
-  if (!g.quant.empty() && !train::StopSignal::pending()) run_evals(g, plan, chosen, pool, failures);
+  if (!g.quant.empty() && !train::StopSignal::pending()) run_evals(g, plan, chosen, pool, opt.threads, failures);
 
   fmt::print(stderr, "sweep {}: {} of {} runs finished, {}{} failed{}\n", g.name, skipped + pr.ok,
              pr.total, pr.diverged ? fmt::format("{} diverged, ", pr.diverged) : "", pr.failed,

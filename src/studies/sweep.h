@@ -18,6 +18,7 @@ struct SweepOptions {
   std::string emit_slurm;   // write a Slurm job-array script here instead of running
   int64_t only_index = -1;  // run only this run (a Slurm array task); no report
   int64_t parallel = 0;     // runs at once; 0: one per visible GPU for CUDA runs, else 1
+  int64_t threads = 0;      // > 0: each child's run.threads (--set; it changes no result)
   bool report = true;
   int64_t child_abort_after_step = -1;  // testing: passed to each child as --abort-after-step
   int64_t child_nan_at_step = -1;       // testing: passed to each child as --nan-at-step
