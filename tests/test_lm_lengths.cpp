@@ -316,15 +316,24 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.name); });
 
 // Beyond the stored table the sinusoidal rows are the formula's: sin/cos(t·10000^(−2⌊j/2⌋/D)).
-TEST(LongerPositions, SinusoidalRowsBeyondTheTableFollowTheFormula) {
+namespace {
+
+// A 1-layer d 8 model with a 4-row position table.
+nn::ModelConfig four_position_model(nn::PositionKind position) {
   nn::ModelConfig mc;
   mc.vocab_size = 5;
   mc.d_model = 8;
   mc.n_heads = 2;
   mc.n_layers = 1;
   mc.max_seq_len = 4;
-  mc.attention.position = nn::PositionKind::Sinusoidal;
-  models::DecoderLM lm(mc, 1, DType::F64);
+  mc.attention.position = position;
+  return mc;
+}
+
+}  // namespace
+
+TEST(LongerPositions, SinusoidalRowsBeyondTheTableFollowTheFormula) {
+  models::DecoderLM lm(four_position_model(nn::PositionKind::Sinusoidal), 1, DType::F64);
   ASSERT_EQ(lm.sinusoidal.size(0), 4);
   const std::vector<double> rows = lm.sinusoidal_rows(10).to_vector();
   ASSERT_EQ(rows.size(), 80u);
@@ -337,14 +346,7 @@ TEST(LongerPositions, SinusoidalRowsBeyondTheTableFollowTheFormula) {
 }
 
 TEST(LongerPositions, LearnedPositionsRefuseALongerSequence) {
-  nn::ModelConfig mc;
-  mc.vocab_size = 5;
-  mc.d_model = 8;
-  mc.n_heads = 2;
-  mc.n_layers = 1;
-  mc.max_seq_len = 4;
-  mc.attention.position = nn::PositionKind::Learned;
-  models::DecoderLM lm(mc, 1, DType::F64);
+  models::DecoderLM lm(four_position_model(nn::PositionKind::Learned), 1, DType::F64);
   NoGradGuard no_grad;
   EXPECT_NO_THROW(lm.forward(attn::testing::ids_tensor({1, 2, 3, 4}, {1, 4})));
   EXPECT_NE(error_of([&] {
