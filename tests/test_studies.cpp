@@ -728,10 +728,7 @@ const nlohmann::json& row(const nlohmann::json& m, const std::string& point) {
 
 TEST(Report, TablesOverSeedsAndPairedDifferencesMatchHandValues) {
   const Fixture f = report_fixture("report-numbers");
-  ReportOptions o;
-  o.grid = f.grid.path;
-  o.runs_dir = f.grid.runs_dir;
-  o.plots = false;
+  ReportOptions o{f.grid.path, f.grid.runs_dir, "", false};
   ASSERT_EQ(run_report(o), 0);
   const nlohmann::json rep =
       nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
@@ -889,10 +886,7 @@ TEST(Report, QuantisedMetricsMatchHandValues) {
   ASSERT_EQ(failed.name, "variant=softmax1,s1");
   write(fs::path(f.grid.runs_dir) / "logs" / (failed.name + ".eval-w8a8.status.json"),
         nlohmann::json{{"exit", 2}}.dump());
-  ReportOptions o;
-  o.grid = f.grid.path;
-  o.runs_dir = f.grid.runs_dir;
-  o.plots = false;
+  ReportOptions o{f.grid.path, f.grid.runs_dir, "", false};
   ASSERT_EQ(run_report(o), 0);
   const nlohmann::json rep =
       nlohmann::json::parse(slurp(fs::path(f.grid.runs_dir) / "report.json"));
